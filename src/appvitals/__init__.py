@@ -1,0 +1,71 @@
+"""appvitals: vital signs for Python web services, through OpenTelemetry.
+
+The public API is what this module exports (``__all__``); everything in a ``_private``
+module may change without notice. Importing appvitals changes nothing: no provider, thread,
+patch or file appears before :func:`configure` is called.
+
+Example:
+    >>> import appvitals
+    >>> _ = appvitals.configure(service_name="billing", exporter="none")
+    >>> @appvitals.traced
+    ... def charge(amount: int) -> int:
+    ...     return amount
+    >>> charge(3)
+    3
+    >>> appvitals.shutdown()
+    True
+"""
+
+from appvitals._config import Config, ConfigurationError
+from appvitals._context import (
+    CORRELATION_ID_HEADER,
+    Bound,
+    ContextExecutor,
+    bind,
+    bound_fields,
+    correlation_id,
+    extracted_context,
+    inject_headers,
+    new_correlation_id,
+    wrap_context,
+)
+from appvitals._setup import configure, force_flush, get_config, is_configured, shutdown
+from appvitals._version import __version__
+from appvitals.decorators import counted, span, timed, traced
+from appvitals.metrics import (
+    MetricDefinitionError,
+    counter,
+    gauge,
+    histogram,
+    updown_counter,
+)
+
+__all__ = [
+    "CORRELATION_ID_HEADER",
+    "Bound",
+    "Config",
+    "ConfigurationError",
+    "ContextExecutor",
+    "MetricDefinitionError",
+    "__version__",
+    "bind",
+    "bound_fields",
+    "configure",
+    "correlation_id",
+    "counted",
+    "counter",
+    "extracted_context",
+    "force_flush",
+    "gauge",
+    "get_config",
+    "histogram",
+    "inject_headers",
+    "is_configured",
+    "new_correlation_id",
+    "shutdown",
+    "span",
+    "timed",
+    "traced",
+    "updown_counter",
+    "wrap_context",
+]

@@ -1,0 +1,435 @@
+"""configure() and shutdown(): providers, exporters, resource, sampling, fork and exit.
+
+Nothing here runs at import time. ``configure()`` builds the tracer, meter and logger
+providers once per process and installs them as OpenTelemetry's global providers — unless
+the application already installed its own, which appvitals then uses as it is.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import logging
+import os
+import platform
+import socket
+import sys
+import threading
+import time
+from typing import Any, Optional
+
+from opentelemetry import _logs, metrics, trace
+from opentelemetry.sdk.resources import Resource
+
+from appvitals import _safety
+from appvitals._config import Config, ConfigurationError, resolve
+from appvitals._exporters import build_exporter
+from appvitals._version import __version__
+
+_logger = logging.getLogger("appvitals")
+_lock = threading.RLock()
+_fork_hook_registered = False
+_atexit_registered = False
+
+
+@dataclasses.dataclass
+class _State:
+    config: Config
+    tracer_provider: Any = None
+    meter_provider: Any = None
+    logger_provider: Any = None
+    log_handler: Optional[logging.Handler] = None
+    owned: tuple[str, ...] = ()
+    extras: Optional[Extras] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Extras:
+    """Processors and readers added beside the configured exporters (``appvitals.testing``)."""
+
+    span_processors: tuple[Any, ...] = ()
+    metric_readers: tuple[Any, ...] = ()
+    log_processors: tuple[Any, ...] = ()
+
+
+_state: Optional[_State] = None
+
+
+def configure(
+    *,
+    service_name: Optional[str] = None,
+    service_version: Optional[str] = None,
+    service_namespace: Optional[str] = None,
+    environment: Optional[str] = None,
+    resource_attributes: Optional[dict[str, str]] = None,
+    exporter: Optional[str] = None,
+    jsonl_dir: Optional[str] = None,
+    otlp_endpoint: Optional[str] = None,
+    otlp_protocol: Optional[str] = None,
+    otlp_headers: Optional[dict[str, str]] = None,
+    otlp_timeout: Optional[float] = None,
+    sampler_ratio: Optional[float] = None,
+    traces: Optional[bool] = None,
+    metrics: Optional[bool] = None,
+    logs: Optional[bool] = None,
+    log_level: Optional[str] = None,
+    metric_export_interval: Optional[float] = None,
+    metric_export_timeout: Optional[float] = None,
+    shutdown_timeout: Optional[float] = None,
+    cardinality_limit: Optional[int] = None,
+    disabled: Optional[bool] = None,
+) -> Config:
+    """Set up OpenTelemetry traces, metrics and logs for this process.
+
+    Every argument is optional: ``None`` means "not given", so the environment
+    (``OTEL_*`` and ``APPVITALS_*`` variables, see ``docs/configuration.md``) or the default
+    applies. The first call wins; later calls return the active configuration unchanged
+    (call :func:`shutdown` first to start over). An argument appvitals cannot use is
+    logged as a warning and ignored — ``configure()`` never raises into the application.
+
+    Args:
+        service_name: ``service.name`` of every signal (``OTEL_SERVICE_NAME``).
+        service_version: ``service.version`` (``APPVITALS_SERVICE_VERSION``).
+        service_namespace: ``service.namespace`` (``APPVITALS_SERVICE_NAMESPACE``).
+        environment: ``deployment.environment.name`` (``APPVITALS_ENVIRONMENT``).
+        resource_attributes: extra resource attributes, merged over
+            ``OTEL_RESOURCE_ATTRIBUTES``.
+        exporter: ``"otlp"``, ``"console"``, ``"jsonl"`` or ``"none"``
+            (``APPVITALS_EXPORTER``; default ``jsonl``, or ``otlp`` when an
+            ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set).
+        jsonl_dir: folder of the ``jsonl`` files (``APPVITALS_JSONL_DIR``,
+            default ``./appvitals-data``).
+        otlp_endpoint: base URL of the OTLP receiver (``OTEL_EXPORTER_OTLP_ENDPOINT``).
+        otlp_protocol: ``"grpc"`` or ``"http/protobuf"`` (``OTEL_EXPORTER_OTLP_PROTOCOL``).
+        otlp_headers: headers sent with every export (``OTEL_EXPORTER_OTLP_HEADERS``).
+        otlp_timeout: seconds one export may take (``OTEL_EXPORTER_OTLP_TIMEOUT``, in ms).
+        sampler_ratio: share of traces sampled, parent-based (default 0.1;
+            ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``).
+        traces: export traces (``APPVITALS_TRACES``).
+        metrics: export metrics (``APPVITALS_METRICS``).
+        logs: export ``logging`` records as OpenTelemetry logs (``APPVITALS_LOGS``).
+        log_level: lowest level exported as OpenTelemetry logs (``APPVITALS_LOG_LEVEL``).
+        metric_export_interval: seconds between metric exports
+            (``OTEL_METRIC_EXPORT_INTERVAL``, in ms).
+        metric_export_timeout: seconds one metric export may take
+            (``OTEL_METRIC_EXPORT_TIMEOUT``, in ms).
+        shutdown_timeout: seconds :func:`shutdown` and the exit hook may take to flush
+            (``APPVITALS_SHUTDOWN_TIMEOUT``).
+        cardinality_limit: distinct attribute sets per instrument created with the metric
+            helpers before overflow (``APPVITALS_CARDINALITY_LIMIT``).
+        disabled: turn everything off (``OTEL_SDK_DISABLED``).
+
+    Returns:
+        The effective :class:`Config`.
+
+    Example:
+        >>> import appvitals
+        >>> config = appvitals.configure(service_name="checkout", exporter="none")
+        >>> config.service_name
+        'checkout'
+        >>> appvitals.shutdown()
+        True
+    """
+    arguments = {key: value for key, value in locals().items() if value is not None}
+    return _configure(arguments)
+
+
+def _configure(arguments: dict[str, Any], extras: Optional[Extras] = None) -> Config:
+    global _state  # noqa: PLW0603 - the process-wide configuration is the point of this module
+    with _lock:
+        if _state is not None:
+            if arguments:
+                _logger.debug("appvitals: already configured; configure() arguments ignored")
+            return _state.config
+        config = _resolve_leniently(arguments)
+        state = _State(config=config, extras=extras or Extras())
+        if not config.disabled:
+            try:
+                _install(state)
+            except Exception as error:
+                _safety.report_internal_error("configure", error)
+        _state = state
+        _register_process_hooks()
+        return config
+
+
+def _resolve_leniently(arguments: dict[str, Any]) -> Config:
+    """Resolve, dropping (with a warning) each argument that cannot be used."""
+    while True:
+        try:
+            return resolve(arguments)
+        except ConfigurationError as error:  # noqa: PERF203 - runs once per bad argument
+            _logger.warning("appvitals: %s; ignoring it", error)
+            arguments = {key: value for key, value in arguments.items() if key != error.argument}
+        except (TypeError, ValueError) as error:
+            _logger.warning("appvitals: invalid configure() arguments (%s); using defaults", error)
+            return resolve({})
+
+
+def _install(state: _State) -> None:
+    config = state.config
+    extras = state.extras or Extras()
+    resource = build_resource(config)
+    owned: list[str] = []
+    if config.traces:
+        if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+            state.tracer_provider = _tracer_provider(config, resource, extras)
+            trace.set_tracer_provider(state.tracer_provider)
+            owned.append("traces")
+        else:
+            state.tracer_provider = trace.get_tracer_provider()
+    if config.metrics:
+        from opentelemetry.metrics._internal import _ProxyMeterProvider
+
+        if isinstance(metrics.get_meter_provider(), _ProxyMeterProvider):
+            state.meter_provider = _meter_provider(config, resource, extras)
+            metrics.set_meter_provider(state.meter_provider)
+            owned.append("metrics")
+        else:
+            state.meter_provider = metrics.get_meter_provider()
+        from appvitals.metrics import register_self_metrics
+
+        register_self_metrics(state.meter_provider)
+    if config.logs:
+        from opentelemetry._logs._internal import ProxyLoggerProvider
+
+        if isinstance(_logs.get_logger_provider(), ProxyLoggerProvider):
+            state.logger_provider = _logger_provider(config, resource, extras)
+            _logs.set_logger_provider(state.logger_provider)
+            owned.append("logs")
+        else:
+            state.logger_provider = _logs.get_logger_provider()
+        state.log_handler = _install_log_handler(config, state.logger_provider)
+    state.owned = tuple(owned)
+
+
+def build_resource(config: Config) -> Resource:
+    """The resource describing this service, host and process on every signal."""
+    attributes: dict[str, Any] = {
+        "host.name": socket.gethostname(),
+        "host.arch": platform.machine().lower(),
+        "os.type": sys.platform,
+        "process.pid": os.getpid(),
+        "process.executable.name": os.path.basename(sys.executable),  # noqa: PTH119
+        "process.runtime.name": sys.implementation.name,
+        "process.runtime.version": platform.python_version(),
+        "telemetry.distro.name": "appvitals",
+        "telemetry.distro.version": __version__,
+    }
+    attributes.update(config.resource_attributes)
+    attributes["service.name"] = config.service_name
+    optional = {
+        "service.version": config.service_version,
+        "service.namespace": config.service_namespace,
+        "deployment.environment.name": config.environment,
+    }
+    attributes.update({key: value for key, value in optional.items() if value})
+    # Resource.create adds telemetry.sdk.* and reads OTEL_RESOURCE_ATTRIBUTES; ours win.
+    return Resource.create(attributes)
+
+
+def _tracer_provider(config: Config, resource: Resource, extras: Extras) -> Any:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import (
+        ALWAYS_OFF,
+        ALWAYS_ON,
+        ParentBased,
+        Sampler,
+        TraceIdRatioBased,
+    )
+
+    root: Sampler
+    if config.sampler.endswith("always_on"):
+        root = ALWAYS_ON
+    elif config.sampler.endswith("always_off"):
+        root = ALWAYS_OFF
+    else:
+        root = TraceIdRatioBased(config.sampler_ratio)
+    sampler = ParentBased(root) if config.sampler.startswith("parentbased") else root
+    # shutdown_on_exit=False: our own exit hook flushes with a deadline instead.
+    provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
+    exporter = build_exporter(config, "traces")
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    for processor in extras.span_processors:
+        provider.add_span_processor(processor)
+    return provider
+
+
+def _meter_provider(config: Config, resource: Resource, extras: Extras) -> Any:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    readers = list(extras.metric_readers)
+    exporter = build_exporter(config, "metrics")
+    if exporter is not None:
+        readers.append(
+            PeriodicExportingMetricReader(
+                exporter,
+                export_interval_millis=config.metric_export_interval * 1000,
+                export_timeout_millis=config.metric_export_timeout * 1000,
+            )
+        )
+    return MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+
+
+def _logger_provider(config: Config, resource: Resource, extras: Extras) -> Any:
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    exporter = build_exporter(config, "logs")
+    if exporter is not None:
+        provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    for processor in extras.log_processors:
+        provider.add_log_record_processor(processor)
+    return provider
+
+
+class _NotFromExporters(logging.Filter):
+    """Keep the SDK's own records out of the log pipeline: a failing export would feed itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith("opentelemetry")
+
+
+def _install_log_handler(config: Config, provider: Any) -> Optional[logging.Handler]:
+    from appvitals._logbridge import OTelLogHandler
+
+    handler = OTelLogHandler(provider, level=getattr(logging, config.log_level))
+    handler.addFilter(_NotFromExporters())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    # An application that never configured logging has the root at WARNING: lower it so
+    # INFO records reach the exporter; an application that configured logging keeps its level.
+    if not root.handlers[:-1] and root.level == logging.WARNING:
+        root.setLevel(min(getattr(logging, config.log_level), logging.WARNING))
+    return handler
+
+
+def is_configured() -> bool:
+    """Whether :func:`configure` has run in this process (and :func:`shutdown` has not)."""
+    return _state is not None
+
+
+def get_config() -> Optional[Config]:
+    """The active configuration, or ``None`` before :func:`configure`."""
+    state = _state
+    return None if state is None else state.config
+
+
+def force_flush(timeout: Optional[float] = None) -> bool:
+    """Export everything buffered now; ``True`` when every provider finished in time."""
+    state = _state
+    if state is None or state.config.disabled:
+        return True
+    limit = state.config.shutdown_timeout if timeout is None else timeout
+    return _bounded(lambda deadline: _flush_providers(state, deadline), limit)
+
+
+def shutdown(timeout: Optional[float] = None) -> bool:
+    """Flush and stop everything appvitals started, within ``timeout`` seconds.
+
+    Safe to call more than once and from an exit hook. When a collector does not answer,
+    the flush is abandoned at the deadline (default ``shutdown_timeout``, 5 s) so the process
+    can still exit. Returns ``True`` when everything finished in time.
+    """
+    global _state
+    with _lock:
+        state, _state = _state, None
+    if state is None:
+        return True
+    if state.log_handler is not None:
+        logging.getLogger().removeHandler(state.log_handler)
+    if state.config.disabled:
+        return True
+    limit = state.config.shutdown_timeout if timeout is None else timeout
+
+    def stop(deadline: float) -> None:
+        # Shutting a provider down exports what it buffered; one the application owns is
+        # only flushed, because the application may still use it.
+        for signal, provider in (
+            ("traces", state.tracer_provider),
+            ("logs", state.logger_provider),
+            ("metrics", state.meter_provider),
+        ):
+            if provider is None:
+                continue
+            remaining_ms = max(0.0, deadline - time.monotonic()) * 1000
+            with _safety.internal_errors(f"{signal} shutdown"):
+                if signal not in state.owned:
+                    provider.force_flush(int(remaining_ms))
+                elif signal == "metrics":
+                    provider.shutdown(timeout_millis=remaining_ms)
+                else:
+                    provider.shutdown()
+
+    return _bounded(stop, limit)
+
+
+def _flush_providers(state: _State, deadline: float) -> None:
+    for provider in (state.tracer_provider, state.logger_provider, state.meter_provider):
+        if provider is not None and hasattr(provider, "force_flush"):
+            remaining_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
+            with _safety.internal_errors("flush"):
+                provider.force_flush(remaining_ms)
+
+
+def _bounded(work: Any, timeout: float) -> bool:
+    """Run ``work(deadline)`` in a daemon thread and wait at most ``timeout`` seconds.
+
+    A daemon thread stuck in an exporter (a dead collector, a DNS lookup) cannot keep the
+    interpreter from exiting; the caller regains control at the deadline either way.
+    """
+    deadline = time.monotonic() + max(0.0, timeout)
+    worker = threading.Thread(target=work, args=(deadline,), name="appvitals-flush", daemon=True)
+    worker.start()
+    worker.join(max(0.0, timeout))
+    finished = not worker.is_alive()
+    if not finished:
+        _logger.warning("appvitals: telemetry flush did not finish within %.1f s", timeout)
+    return finished
+
+
+def _register_process_hooks() -> None:
+    global _fork_hook_registered, _atexit_registered  # noqa: PLW0603
+    if not _atexit_registered:
+        atexit.register(_shutdown_at_exit)
+        _atexit_registered = True
+    if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_hook_registered = True
+
+
+def _shutdown_at_exit() -> None:
+    with _safety.internal_errors("exit"):
+        shutdown()
+
+
+def _after_fork_in_child() -> None:
+    """Reset what a forked child must not share with its parent.
+
+    The SDK (>= 1.27) restarts its own worker threads after ``fork``; appvitals' exporters
+    rebuild their connections per process (see ``_exporters``); here the locks, which a
+    parent thread may have held at the moment of ``fork``, are made anew.
+    """
+    global _lock  # noqa: PLW0603
+    _lock = threading.RLock()
+    _safety._at_fork_reinit()
+    state = _state
+    if state is not None:
+        pid = Resource({"process.pid": os.getpid()})
+        for signal in state.owned:
+            provider = {
+                "traces": state.tracer_provider,
+                "metrics": state.meter_provider,
+                "logs": state.logger_provider,
+            }[signal]
+            # The SDK refreshes service.instance.id after fork (its process-dependent
+            # detector); process.pid is ours to refresh.
+            with _safety.internal_errors("fork resource"):
+                provider._update_resource(pid)
+    from appvitals import metrics as _metrics
+
+    _metrics._at_fork_reinit()

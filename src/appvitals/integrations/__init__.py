@@ -1,0 +1,1 @@
+"""Integrations with servers and frameworks, one module each, imported on demand."""
