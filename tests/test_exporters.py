@@ -1,0 +1,142 @@
+"""Exporter selection, per-process wrappers and OTLP end to end into the real receiver."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+from opentelemetry.sdk.metrics import Counter, Histogram, UpDownCounter
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExportResult
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+import appvitals
+from appvitals._config import resolve
+from appvitals._exporters import (
+    SafeLogExporter,
+    SafeMetricExporter,
+    SafeSpanExporter,
+    _PerProcess,
+    build_exporter,
+    destination,
+    temporality_preference,
+)
+from appvitals.testing import OTLPReceiver
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_otlp_end_to_end(otlp_receiver: OTLPReceiver, protocol: str) -> None:
+    """configure(exporter="otlp") delivers spans, metrics and logs to a real receiver."""
+    endpoint = otlp_receiver.grpc_endpoint if protocol == "grpc" else otlp_receiver.http_endpoint
+    appvitals.configure(
+        service_name="e2e",
+        exporter="otlp",
+        otlp_endpoint=endpoint,
+        otlp_protocol=protocol,
+        otlp_headers={"x-tenant": "t1"},
+        sampler_ratio=1.0,
+    )
+    with appvitals.bind(correlation_id="cid-e2e"), appvitals.span("e2e.work") as span:
+        appvitals.counter("e2e.items").add(4)
+        logging.getLogger("e2e").warning("inside the span")
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    assert appvitals.shutdown(timeout=10)
+    (received,) = otlp_receiver.wait_for_spans(lambda s: s.name == "e2e.work")
+    assert received.trace_id == trace_id
+    assert received.resource["service.name"] == "e2e"
+    (point,) = otlp_receiver.wait_for_metrics(lambda p: p.name == "e2e.items")
+    assert point.value == 4
+    (log,) = otlp_receiver.wait_for_logs(lambda r: r.body == "inside the span")
+    assert log.trace_id == trace_id
+    assert log.severity_text == "WARN"
+    assert log.attributes["correlation_id"] == "cid-e2e"
+
+
+@pytest.mark.parametrize("exporter", ["otlp", "console", "jsonl"])
+def test_build_exporter_kinds(exporter: str, tmp_path: os.PathLike[str]) -> None:
+    """Each exporter name yields the per-process wrappers; none yields nothing."""
+    config = resolve({"exporter": exporter, "jsonl_dir": str(tmp_path)}, environ={})
+    assert isinstance(build_exporter(config, "traces"), SafeSpanExporter)
+    assert isinstance(build_exporter(config, "metrics"), SafeMetricExporter)
+    assert isinstance(build_exporter(config, "logs"), SafeLogExporter)
+    assert build_exporter(resolve({"exporter": "none"}, environ={}), "traces") is None
+
+
+def test_console_exporter_prints_spans(capfd: pytest.CaptureFixture[str]) -> None:
+    """exporter="console" prints finished spans to stdout."""
+    appvitals.configure(exporter="console", sampler_ratio=1.0, metrics=False, logs=False)
+    with appvitals.span("printed.span"):
+        pass
+    appvitals.shutdown()
+    assert '"name": "printed.span"' in capfd.readouterr().out
+
+
+def test_destinations_in_words() -> None:
+    """destination() says where each signal goes."""
+    jsonl = resolve({"exporter": "jsonl", "jsonl_dir": "/data"}, environ={})
+    assert destination(jsonl, "traces") == "/data/traces.jsonl"
+    otlp = resolve({"exporter": "otlp", "otlp_endpoint": "http://c:4318"}, environ={})
+    assert destination(otlp, "logs") == "OTLP http/protobuf http://c:4318/v1/logs"
+    grpc = resolve({"exporter": "otlp", "otlp_protocol": "grpc"}, environ={})
+    assert destination(grpc, "metrics") == "OTLP grpc localhost:4317"
+    assert destination(resolve({"exporter": "none"}, environ={}), "traces").startswith("nowhere")
+    assert destination(resolve({"metrics": False}, environ={}), "metrics") == "disabled"
+
+
+def test_temporality_preference() -> None:
+    """The OTLP temporality preference variable maps instruments like the SDK exporters."""
+    cumulative, delta = AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA
+    assert temporality_preference({})[Counter] == cumulative
+    prefs = temporality_preference({"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta"})
+    assert (prefs[Counter], prefs[UpDownCounter], prefs[Histogram]) == (delta, cumulative, delta)
+    low = temporality_preference({"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "lowmemory"})
+    assert low[Histogram] == delta
+
+
+def test_per_process_rebuilds_after_pid_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wrapped exporter is built once per process id."""
+    built: list[int] = []
+    holder = _PerProcess(lambda: built.append(1) or len(built))
+    assert holder.built() is None
+    assert holder.get() == 1
+    assert holder.get() == 1
+    monkeypatch.setattr(os, "getpid", lambda: -42)
+    assert holder.built() is None, "a child does not see the parent's exporter"
+    assert holder.get() == 2
+
+
+def test_wrappers_contain_every_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """Failures in building, exporting, flushing or shutting down never raise."""
+    caplog.set_level(logging.CRITICAL)
+
+    def cannot_build() -> object:
+        raise OSError("no exporter here")
+
+    spans = SafeSpanExporter(cannot_build)  # type: ignore[arg-type]
+    metrics = SafeMetricExporter(cannot_build)  # type: ignore[arg-type]
+    logs = SafeLogExporter(cannot_build)
+    assert spans.export([]) == SpanExportResult.FAILURE
+    assert metrics.export(None) == MetricExportResult.FAILURE  # type: ignore[arg-type]
+    assert logs.export([]).name == "FAILURE"
+    for exporter in (spans, metrics, logs):
+        assert exporter.force_flush() is True  # nothing was built in this process
+        exporter.shutdown()
+
+    class Broken:
+        def force_flush(self, *_: object) -> bool:
+            raise RuntimeError("flush")
+
+        def shutdown(self, *_: object, **__: object) -> None:
+            raise RuntimeError("shutdown")
+
+        def export(self, *_: object, **__: object) -> object:
+            raise RuntimeError("export")
+
+    for wrapper in (
+        SafeSpanExporter(Broken),  # type: ignore[arg-type]
+        SafeMetricExporter(Broken),  # type: ignore[arg-type]
+        SafeLogExporter(Broken),
+    ):
+        wrapper._inner.get()
+        assert wrapper.force_flush() is False
+        wrapper.shutdown()
