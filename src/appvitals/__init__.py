@@ -16,6 +16,7 @@ Example:
     True
 """
 
+from appvitals import health
 from appvitals._config import Config, ConfigurationError
 from appvitals._context import (
     CORRELATION_ID_HEADER,
@@ -32,6 +33,8 @@ from appvitals._context import (
 from appvitals._setup import configure, force_flush, get_config, is_configured, shutdown
 from appvitals._version import __version__
 from appvitals.decorators import counted, span, timed, traced
+from appvitals.integrations.asgi import instrument_fastapi
+from appvitals.integrations.flask import instrument_flask
 from appvitals.metrics import (
     MetricDefinitionError,
     counter,
@@ -58,8 +61,11 @@ __all__ = [
     "force_flush",
     "gauge",
     "get_config",
+    "health",
     "histogram",
     "inject_headers",
+    "instrument_fastapi",
+    "instrument_flask",
     "is_configured",
     "new_correlation_id",
     "shutdown",

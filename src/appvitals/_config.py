@@ -42,6 +42,7 @@ APPVITALS_LOGS = "APPVITALS_LOGS"
 APPVITALS_LOG_LEVEL = "APPVITALS_LOG_LEVEL"
 APPVITALS_SHUTDOWN_TIMEOUT = "APPVITALS_SHUTDOWN_TIMEOUT"
 APPVITALS_CARDINALITY_LIMIT = "APPVITALS_CARDINALITY_LIMIT"
+APPVITALS_PROMETHEUS = "APPVITALS_PROMETHEUS"
 
 SIGNALS = ("traces", "metrics", "logs")
 EXPORTERS = ("otlp", "console", "jsonl", "none")
@@ -96,6 +97,7 @@ class Config:
     traces: bool = True
     metrics: bool = True
     logs: bool = True
+    prometheus: bool = True
     log_level: str = "INFO"
     metric_export_interval: float = 60.0
     metric_export_timeout: float = 30.0
@@ -371,6 +373,7 @@ def resolve(  # noqa: PLR0915 - one readable pass over every setting
         traces=flag("traces", APPVITALS_TRACES),
         metrics=flag("metrics", APPVITALS_METRICS),
         logs=flag("logs", APPVITALS_LOGS),
+        prometheus=flag("prometheus", APPVITALS_PROMETHEUS),
         log_level=log_level,
         metric_export_interval=seconds(
             "metric_export_interval",

@@ -15,6 +15,7 @@ from typing import Any
 
 from opentelemetry._logs import SeverityNumber, get_logger
 from opentelemetry.context import get_current
+from opentelemetry.sdk._logs import LogRecordProcessor
 
 from appvitals._context import bound_fields
 from appvitals._safety import report_internal_error
@@ -79,3 +80,32 @@ class OTelLogHandler(logging.Handler):
             )
         except Exception as error:
             report_internal_error("log handler", error)
+
+
+class BoundFieldsProcessor(LogRecordProcessor):
+    """A log record processor that adds the bound fields to every OpenTelemetry log record.
+
+    Records the ``logging`` bridge creates carry them already; this covers records emitted
+    straight through the OpenTelemetry API (FastAPI's native exception logs, libraries).
+    """
+
+    def on_emit(self, log_record: Any) -> None:
+        fields = bound_fields()
+        if not fields:
+            return
+        try:
+            attributes = log_record.log_record.attributes
+            for key, value in fields.items():
+                if key not in attributes:
+                    attributes[key] = (
+                        value if isinstance(value, (str, bool, int, float)) else str(value)
+                    )
+        except Exception as error:
+            report_internal_error("log fields processor", error)
+
+    def shutdown(self) -> None:
+        """Nothing to release."""
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:  # noqa: ARG002
+        """Nothing buffered."""
+        return True

@@ -72,6 +72,7 @@ def configure(
     traces: Optional[bool] = None,
     metrics: Optional[bool] = None,
     logs: Optional[bool] = None,
+    prometheus: Optional[bool] = None,
     log_level: Optional[str] = None,
     metric_export_interval: Optional[float] = None,
     metric_export_timeout: Optional[float] = None,
@@ -108,6 +109,8 @@ def configure(
         traces: export traces (``APPVITALS_TRACES``).
         metrics: export metrics (``APPVITALS_METRICS``).
         logs: export ``logging`` records as OpenTelemetry logs (``APPVITALS_LOGS``).
+        prometheus: keep the metrics readable in Prometheus format for ``/metrics``
+            (``APPVITALS_PROMETHEUS``).
         log_level: lowest level exported as OpenTelemetry logs (``APPVITALS_LOG_LEVEL``).
         metric_export_interval: seconds between metric exports
             (``OTEL_METRIC_EXPORT_INTERVAL``, in ms).
@@ -262,6 +265,10 @@ def _meter_provider(config: Config, resource: Resource, extras: Extras) -> Any:
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
     readers = list(extras.metric_readers)
+    if config.prometheus:
+        from appvitals import prometheus
+
+        readers.append(prometheus.reader())
     exporter = build_exporter(config, "metrics")
     if exporter is not None:
         readers.append(
@@ -278,7 +285,11 @@ def _logger_provider(config: Config, resource: Resource, extras: Extras) -> Any:
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
+    from appvitals._logbridge import BoundFieldsProcessor
+
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    # First, so the exporters' processors see the fields it adds.
+    provider.add_log_record_processor(BoundFieldsProcessor())
     exporter = build_exporter(config, "logs")
     if exporter is not None:
         provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
