@@ -140,3 +140,39 @@ def test_wrappers_contain_every_failure(caplog: pytest.LogCaptureFixture) -> Non
         wrapper._inner.get()
         assert wrapper.force_flush() is False
         wrapper.shutdown()
+
+
+def test_full_queue_drops_are_counted(capture: object) -> None:
+    """A full span queue drops instead of blocking, and every drop is counted."""
+    import threading
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from appvitals._exporters import CountingBatchSpanProcessor
+
+    release = threading.Event()
+
+    class StuckExporter(SafeSpanExporter):
+        def export(self, spans: object) -> SpanExportResult:  # type: ignore[override]
+            release.wait(10)
+            return SpanExportResult.SUCCESS
+
+    processor = CountingBatchSpanProcessor(
+        StuckExporter(lambda: None),  # type: ignore[arg-type,return-value]
+        max_queue_size=4,
+        max_export_batch_size=1,
+        schedule_delay_millis=10,
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("drops")
+    try:
+        for _ in range(50):
+            tracer.start_span("s").end()
+        points = capture.metric("appvitals.telemetry.dropped")  # type: ignore[attr-defined]
+        (point,) = points
+        assert point.attributes == {"signal": "traces"}
+        assert 40 <= point.value <= 46
+    finally:
+        release.set()
+        provider.shutdown()

@@ -15,8 +15,11 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar
+from typing import Any, Generic, Optional, TypeVar
 
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk._logs.export import LogRecordExporter as _LogExporterBase
+from opentelemetry.sdk._logs.export import LogRecordExportResult as _LogResult
 from opentelemetry.sdk.metrics import (
     Counter,
     Histogram,
@@ -31,16 +34,11 @@ from opentelemetry.sdk.metrics.export import (
     MetricExportResult,
     MetricsData,
 )
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from appvitals._config import Config
 from appvitals._safety import report_internal_error
-
-if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import ReadableSpan
-
-from opentelemetry.sdk._logs.export import LogRecordExporter as _LogExporterBase
-from opentelemetry.sdk._logs.export import LogRecordExportResult as _LogResult
 
 E = TypeVar("E")
 _TEMPORALITY_PREFERENCE = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
@@ -277,3 +275,50 @@ def destination(config: Config, signal: str) -> str:
     protocol = config.otlp_protocols.get(signal, "http/protobuf")
     default = "http://localhost:4318/v1/" + signal if protocol != "grpc" else "localhost:4317"
     return f"OTLP {protocol} {config.otlp_endpoints.get(signal) or default}"
+
+
+_dropped_counter: Any = None
+
+
+def _count_dropped(signal: str) -> None:
+    global _dropped_counter  # noqa: PLW0603 - one process-wide self-metric
+    if _dropped_counter is None:
+        from opentelemetry import metrics
+
+        _dropped_counter = metrics.get_meter("appvitals").create_counter(
+            "appvitals.telemetry.dropped",
+            unit="{item}",
+            description="Spans and log records dropped because the export queue was full",
+        )
+    _dropped_counter.add(1, {"signal": signal})
+
+
+def _queue_full(processor: Any) -> bool:
+    # The SDK's batch queue is a bounded deque that silently evicts the oldest item when
+    # full; its own drop metric is opt-in (OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED).
+    queue = processor._batch_processor._queue
+    return queue.maxlen is not None and len(queue) >= queue.maxlen
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch span processor, counting what a full queue drops."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            if _queue_full(self):
+                _count_dropped("traces")
+        except Exception as error:
+            report_internal_error("span queue", error)
+        super().on_end(span)
+
+
+class CountingBatchLogRecordProcessor(BatchLogRecordProcessor):
+    """The SDK's batch log record processor, counting what a full queue drops."""
+
+    def on_emit(self, log_record: Any) -> None:
+        try:
+            if _queue_full(self):
+                _count_dropped("logs")
+        except Exception as error:
+            report_internal_error("log queue", error)
+        super().on_emit(log_record)

@@ -233,7 +233,6 @@ def build_resource(config: Config) -> Resource:
 
 def _tracer_provider(config: Config, resource: Resource, extras: Extras) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import (
         ALWAYS_OFF,
         ALWAYS_ON,
@@ -241,6 +240,8 @@ def _tracer_provider(config: Config, resource: Resource, extras: Extras) -> Any:
         Sampler,
         TraceIdRatioBased,
     )
+
+    from appvitals._exporters import CountingBatchSpanProcessor
 
     root: Sampler
     if config.sampler.endswith("always_on"):
@@ -254,7 +255,7 @@ def _tracer_provider(config: Config, resource: Resource, extras: Extras) -> Any:
     provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
     exporter = build_exporter(config, "traces")
     if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(CountingBatchSpanProcessor(exporter))
     for processor in extras.span_processors:
         provider.add_span_processor(processor)
     return provider
@@ -283,8 +284,8 @@ def _meter_provider(config: Config, resource: Resource, extras: Extras) -> Any:
 
 def _logger_provider(config: Config, resource: Resource, extras: Extras) -> Any:
     from opentelemetry.sdk._logs import LoggerProvider
-    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
+    from appvitals._exporters import CountingBatchLogRecordProcessor
     from appvitals._logbridge import BoundFieldsProcessor
 
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
@@ -292,7 +293,7 @@ def _logger_provider(config: Config, resource: Resource, extras: Extras) -> Any:
     provider.add_log_record_processor(BoundFieldsProcessor())
     exporter = build_exporter(config, "logs")
     if exporter is not None:
-        provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+        provider.add_log_record_processor(CountingBatchLogRecordProcessor(exporter))
     for processor in extras.log_processors:
         provider.add_log_record_processor(processor)
     return provider

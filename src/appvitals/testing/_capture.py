@@ -134,7 +134,7 @@ def reset(timeout: Optional[float] = 5.0) -> None:
     from opentelemetry.metrics import _internal as metrics_internal
     from opentelemetry.util._once import Once
 
-    from appvitals import _safety, _setup, decorators, metrics
+    from appvitals import _exporters, _safety, _setup, decorators, metrics
 
     _setup.shutdown(timeout)
     trace._TRACER_PROVIDER_SET_ONCE = Once()
@@ -147,4 +147,5 @@ def reset(timeout: Optional[float] = 5.0) -> None:
     logs_internal._PROXY_LOGGER_PROVIDER = logs_internal.ProxyLoggerProvider()
     decorators._reset()
     metrics._reset()
+    _exporters._dropped_counter = None
     _safety.reset_internal_errors()
