@@ -1,9 +1,11 @@
-"""`make demo`: an instrumented order-processing worker, then a summary of its telemetry.
+"""`make demo`: an instrumented Flask service and worker, then a summary of their telemetry.
 
-Runs for about ten seconds (``APPVITALS_DEMO_SECONDS`` to change it), exporting spans,
-metrics and logs through the embedded ``jsonl`` exporter — no collector needed — and then
-reads the files back and prints what a monitoring backend would show: counts per signal,
-the slowest spans and the errors.
+Serves ``examples/flask_app.py`` on 127.0.0.1 and sends it traffic (orders, failures, health
+probes, a Prometheus scrape) while an order-processing worker runs beside it, for about ten
+seconds (``APPVITALS_DEMO_SECONDS``). Spans, metrics and logs go through the embedded
+``jsonl`` exporter — no collector needed — and are then read back and summarised as a
+monitoring backend would show them: counts per signal, requests by route, the slowest spans,
+errors, health and a ``/metrics`` excerpt.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ import os
 import random
 import shutil
 import sqlite3
+import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -67,6 +73,40 @@ def handle(db: sqlite3.Connection, rng: random.Random, order_id: int) -> None:
         log.info("order %d paid with %d items", order_id, items)
 
 
+def serve_and_call(stop: threading.Event, rng: random.Random) -> tuple[str, str]:
+    """Serve the Flask example on loopback and call it until ``stop``; return probe outputs."""
+    from werkzeug.serving import make_server
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import flask_app
+
+    server = make_server("127.0.0.1", 0, flask_app.app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+
+    def get(path: str, headers: dict[str, str] | None = None) -> str:
+        request = urllib.request.Request(base + path, headers=headers or {})  # noqa: S310 - loopback
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback
+                return str(response.read().decode())
+        except urllib.error.HTTPError as error:
+            return str(error.read().decode())
+
+    try:
+        number = 0
+        while not stop.is_set():
+            number += 1
+            get(f"/orders/{number}", {"X-Correlation-ID": f"demo-{number}"})
+            if rng.random() < 0.05:
+                get("/fail")
+            if rng.random() < 0.02:
+                get(f"/no/such/page/{number}")
+            time.sleep(0.005)
+        return get("/health/detailed"), get("/metrics")
+    finally:
+        server.shutdown()
+
+
 def run() -> None:
     shutil.rmtree(DATA, ignore_errors=True)
     appvitals.configure(
@@ -83,21 +123,31 @@ def run() -> None:
     db = sqlite3.connect(":memory:")
     db.execute("CREATE TABLE orders (id INTEGER, items INTEGER)")
     started = time.monotonic()
-    print(f"appvitals demo: processing orders for {SECONDS:.0f} s, telemetry → {DATA}/")
+    print(f"appvitals demo: a Flask service and a worker for {SECONDS:.0f} s, telemetry → {DATA}/")
+    stop = threading.Event()
+    probes: list[tuple[str, str]] = []
+    web = threading.Thread(target=lambda: probes.append(serve_and_call(stop, random.Random(3))))
+    web.start()
     order_id = 0
     while time.monotonic() - started < SECONDS:
         order_id += 1
         handle(db, rng, order_id)
+    stop.set()
+    web.join()
     appvitals.shutdown()
-    summarise(order_id)
+    summarise(order_id, *(probes[0] if probes else ("", "")))
 
 
-def summarise(processed: int) -> None:
+def summarise(processed: int, health: str, prometheus: str) -> None:
     spans, points, logs = read_spans(DATA), read_metrics(DATA), read_logs(DATA)
-    print(f"\n{processed} orders processed. Exported:")
+    print(f"\n{processed} orders processed by the worker. Exported:")
     print(f"  spans          {len(spans):6d}  ({DATA / 'traces.jsonl'})")
     print(f"  metric points  {len(points):6d}  ({DATA / 'metrics.jsonl'})")
     print(f"  log records    {len(logs):6d}  ({DATA / 'logs.jsonl'})")
+    requests = Counter(s.name for s in spans if s.kind == 2)  # SERVER spans
+    print("\nHTTP requests by route (server spans):")
+    for name, count in requests.most_common():
+        print(f"  {count:6d}  {name}")
     print("\nSlowest spans:")
     for record in sorted(spans, key=lambda s: s.duration_s, reverse=True)[:5]:
         print(f"  {record.duration_s * 1000:8.2f} ms  {record.name:16s} trace {record.trace_id}")
@@ -109,6 +159,12 @@ def summarise(processed: int) -> None:
     print("\nMetrics (latest export):")
     for name in sorted(latest):
         print(f"  {name}")
+    print("\nGET /health/detailed:")
+    print(f"  {health}")
+    print("\nGET /metrics (request counts):")
+    for line in prometheus.splitlines():
+        if line.startswith("http_server_request_duration_seconds_count"):
+            print(f"  {line}")
     warned = [record for record in logs if record.severity_text == "WARN"]
     if warned:
         sample = warned[0]

@@ -15,7 +15,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 def test_demo_emits_and_summarises(tmp_path: Path) -> None:
     """The demo exports spans, metrics and logs to jsonl and prints the summary."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPVITALS_"))}
-    env.update({"APPVITALS_DEMO_SECONDS": "1", "APPVITALS_JSONL_DIR": str(tmp_path / "data")})
+    env.update({"APPVITALS_DEMO_SECONDS": "2", "APPVITALS_JSONL_DIR": str(tmp_path / "data")})
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "demo.py")],
         env=env,
@@ -28,10 +28,20 @@ def test_demo_emits_and_summarises(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Slowest spans:" in result.stdout
     assert "PaymentDeclinedError" in result.stdout
+    assert "GET /orders/<int:order_id>" in result.stdout, "the Flask service was called"
+    assert '"status":"healthy"' in result.stdout
+    assert "http_server_request_duration_seconds_count{" in result.stdout
     spans = read_spans(tmp_path / "data")
-    assert {"order.process", "database.query", "payment.charge"} <= {s.name for s in spans}
+    assert {"order.process", "database.query", "payment.charge", "GET /fail"} <= {
+        s.name for s in spans
+    }
     names = {p.name for p in read_metrics(tmp_path / "data")}
     assert {"demo.orders", "demo.basket.size", "demo.payment.duration", "demo.uptime"} <= names
+    assert {"http.server.request.duration", "http.server.active_requests"} <= names
     logs = read_logs(tmp_path / "data")
     assert logs
-    assert all(log.trace_id for log in logs), "every log line is linked to its trace"
+    ours = [log for log in logs if log.scope in ("demo.orders", "example.flask")]
+    assert ours
+    assert all(log.trace_id for log in ours), "every application log line is linked to its trace"
+    served = [log for log in logs if log.scope == "example.flask"]
+    assert all(log.attributes["correlation_id"].startswith("demo-") for log in served)
