@@ -27,6 +27,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict tests/typing/api.py
 
 # `coverage run` (not pytest-cov) so that modules pytest imports early, as the appvitals
 # pytest plugin does, are measured too.

@@ -1,7 +1,12 @@
 """appvitals' pytest plugin and helpers for testing telemetry.
 
 Installing appvitals registers this module as a pytest plugin (the ``pytest11`` entry point
-``appvitals = "appvitals.testing"``), which provides one fixture:
+``appvitals = "appvitals.testing"``), which provides two fixtures:
+
+``appvitals_capture``
+    appvitals configured with in-memory exporters and every span sampled (a
+    :class:`Capture`), reset after the test: ``appvitals_capture.span("name")``,
+    ``appvitals_capture.metric("name")``, ``appvitals_capture.logs()``.
 
 ``otlp_receiver``
     A running :class:`OTLPReceiver` (OTLP/gRPC and OTLP/HTTP on free ports of 127.0.0.1)
@@ -84,3 +89,9 @@ else:
 
         with OTLPReceiver() as receiver:
             yield receiver
+
+    @pytest.fixture
+    def appvitals_capture() -> Iterator[Capture]:
+        """appvitals configured with in-memory exporters (every span sampled), reset after."""
+        with Capture() as capture:
+            yield capture
