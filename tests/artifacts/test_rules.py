@@ -226,3 +226,13 @@ def test_promtool_check_and_test_rules(tmp_path: Path) -> None:
         [promtool, "test", "rules", str(tests)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shipped_prometheus_config_is_valid() -> None:
+    """deploy/prometheus.yml (scraping the app, loading the rules) passes promtool check config."""
+    promtool = _promtool()
+    config = Path(__file__).resolve().parents[2] / "deploy" / "prometheus.yml"
+    result = subprocess.run(
+        [promtool, "check", "config", str(config)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
