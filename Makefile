@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo test lint typecheck pytest clean
+.PHONY: help venv demo test lint typecheck pytest docs clean
 
 help:
 	@echo "make demo   run an instrumented example app and summarise its telemetry"
@@ -37,7 +37,10 @@ pytest: $(STAMP)
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report
 
-test: lint typecheck pytest
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
+
+test: lint typecheck pytest docs
 
 clean:
 	rm -rf $(VENV) appvitals-data .coverage* htmlcov dist build

@@ -58,3 +58,27 @@ def test_docstring_examples(
         runner.run(test)
         reset()
     assert runner.failures == 0, f"{runner.failures} docstring example(s) failed in {module_name}"
+
+
+def test_configuration_reference_lists_every_setting() -> None:
+    """docs/configuration.md names every APPVITALS_* variable in the code and every argument."""
+    import inspect
+
+    reference = (ROOT / "docs" / "configuration.md").read_text()
+    variables = set()
+    for path in (ROOT / "src" / "appvitals").rglob("*.py"):
+        variables |= set(re.findall(r'"(APPVITALS_[A-Z_]+)"', path.read_text()))
+    missing = sorted(v for v in variables if f"`{v}`" not in reference)
+    assert not missing, f"undocumented variables: {missing}"
+    arguments = inspect.signature(appvitals.configure).parameters
+    undocumented = sorted(a for a in arguments if f"`{a}`" not in reference)
+    assert not undocumented, f"undocumented configure() arguments: {undocumented}"
+
+
+def test_docs_index_is_the_readme() -> None:
+    """The docs site's home page is the README (links rewritten into the site)."""
+    readme = (ROOT / "README.md").read_text()
+    expected = readme.replace("(docs/", "(").replace(
+        "[CHANGELOG.md](CHANGELOG.md)", "the changelog (`CHANGELOG.md` in the repository)"
+    )
+    assert (ROOT / "docs" / "index.md").read_text() == expected

@@ -4,7 +4,7 @@ The public API is what this module exports (``__all__``); everything in a ``_pri
 module may change without notice. Importing appvitals changes nothing: no provider, thread,
 patch or file appears before :func:`configure` is called.
 
-Example:
+Examples:
     >>> import appvitals
     >>> _ = appvitals.configure(service_name="billing", exporter="none")
     >>> @appvitals.traced

@@ -58,7 +58,7 @@ def bind(**fields: Any) -> Bound:
     The fields stay bound for the rest of the current context (the request, the task, the
     thread); a value of ``None`` removes a field. Log lines and spans created later read them.
 
-    Example:
+    Examples:
         >>> import appvitals
         >>> with appvitals.bind(user_id="u-42", tenant_id="t-1"):
         ...     appvitals.bound_fields()["user_id"]
@@ -99,7 +99,7 @@ def is_valid_correlation_id(value: str) -> bool:
 def inject_headers(headers: Optional[MutableMapping[str, str]] = None) -> MutableMapping[str, str]:
     """Add ``traceparent``, ``tracestate``, ``baggage`` and the correlation id to ``headers``.
 
-    Example:
+    Examples:
         >>> import appvitals
         >>> with appvitals.bind(correlation_id="abc-123"):
         ...     appvitals.inject_headers({})["X-Correlation-ID"]
@@ -157,7 +157,7 @@ class ContextExecutor(ThreadPoolExecutor):
     """A :class:`~concurrent.futures.ThreadPoolExecutor` that runs each task in the context
     of the code that submitted it (asyncio tasks copy it by themselves; threads do not).
 
-    Example:
+    Examples:
         >>> import appvitals
         >>> with appvitals.ContextExecutor(max_workers=2) as pool, appvitals.bind(job_id="j-1"):
         ...     pool.submit(appvitals.bound_fields).result()["job_id"]

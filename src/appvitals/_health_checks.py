@@ -45,7 +45,7 @@ class CheckOutcome:
         details: Shown in the detailed payload (JSON-compatible values).
         error: Why it is unhealthy, shown in the detailed payload.
 
-    Example:
+    Examples:
         >>> CheckOutcome(False, {"lag_seconds": 42}, "replica lagging").healthy
         False
     """
@@ -88,7 +88,7 @@ def sql(target: Any, query: str = "SELECT 1") -> Check:
         TypeError: ``target`` is neither an engine nor a callable.
         ValueError: ``query`` is empty.
 
-    Example:
+    Examples:
         >>> import sqlite3
         >>> check = sql(lambda: sqlite3.connect(":memory:"))
         >>> check()
@@ -169,7 +169,7 @@ def redis(url: str = "redis://localhost:6379/0", *, timeout: float = 2.0) -> Che
     Raises:
         ValueError: The URL is not a ``redis://`` or ``rediss://`` URL, or ``timeout`` <= 0.
 
-    Example:
+    Examples:
         >>> check = redis("redis://cache.internal:6380/1")
         >>> callable(check)
         True
@@ -239,7 +239,7 @@ def http(
     Raises:
         ValueError: The URL is not http(s), or ``timeout`` <= 0.
 
-    Example:
+    Examples:
         >>> check = http("http://payments.internal/health", expect_status=200)
         >>> callable(check)
         True
@@ -278,7 +278,7 @@ def disk(path: str = "/", min_free_ratio: float = 0.1) -> Check:
     Returns:
         A check whose details are ``free_gb``, ``total_gb`` and ``free_ratio``.
 
-    Example:
+    Examples:
         >>> result = disk("/", min_free_ratio=0.0)()
         >>> result.healthy, sorted(result.details)
         (True, ['free_gb', 'free_ratio', 'total_gb'])
@@ -334,7 +334,7 @@ def memory(max_used_ratio: float = 0.9) -> Check:
     Returns:
         A check whose details are ``{"used_ratio": ...}``.
 
-    Example:
+    Examples:
         >>> memory(max_used_ratio=1.0)().healthy
         True
     """

@@ -40,7 +40,7 @@ def report_internal_error(where: str, error: BaseException) -> None:
 def internal_errors(where: str) -> Iterator[None]:
     """Swallow, count and log once any exception raised inside the block.
 
-    Example:
+    Examples:
         >>> with internal_errors("example"):
         ...     raise RuntimeError("boom")
         >>> internal_error_counts()["example"] >= 1

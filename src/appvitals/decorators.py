@@ -64,7 +64,7 @@ class span:  # noqa: N801 - used like a function: `with appvitals.span("db.query
     recorded on it (``error.type``, error status, ``exception`` event) and propagates
     unchanged. Create a new ``span(...)`` for each use.
 
-    Example:
+    Examples:
         >>> import appvitals
         >>> with appvitals.span("database.query", **{"db.operation.name": "SELECT"}) as s:
         ...     s.set_attribute("db.rows", 3)
@@ -151,7 +151,7 @@ def traced(
     carries ``code.function.name`` plus ``attributes``. For generators the span covers the
     whole iteration and is current only while the generator body runs.
 
-    Example:
+    Examples:
         >>> import appvitals
         >>> @appvitals.traced(name="heartbeat.process", attributes={"heartbeat.source": "api"})
         ... def process(payload: dict) -> int:
@@ -324,7 +324,7 @@ def timed(
     A call that raises is recorded with ``error.type``. Works on functions and coroutine
     functions (for a generator function it times the creation of the generator).
 
-    Example:
+    Examples:
         >>> import appvitals
         >>> @appvitals.timed("report.render.duration")
         ... def render() -> str:
@@ -379,7 +379,7 @@ def counted(
 ) -> Callable[[F], F]:
     """Count each call in the counter ``name``; a call that raises adds ``error.type``.
 
-    Example:
+    Examples:
         >>> import appvitals
         >>> @appvitals.counted("alert.sent", attributes={"alert.channel": "email"})
         ... def send_alert() -> bool:

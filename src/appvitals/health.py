@@ -23,7 +23,7 @@ After every run the registry records ``appvitals.health.check.status`` (gauge, 1
 0 unhealthy; ``check.name``, ``check.critical``) and ``appvitals.health.check.duration``
 (histogram, seconds; ``check.name``, ``check.status``).
 
-Example:
+Examples:
     >>> from appvitals.health import HealthRegistry
     >>> registry = HealthRegistry()
     >>> registry.register("queue", lambda: {"depth": 3}, critical=False)
@@ -98,7 +98,7 @@ class CheckResult:
         details: What the check reported (JSON-compatible values).
         error: Why it is unhealthy (``"ConnectionError: refused"``), else ``None``.
 
-    Example:
+    Examples:
         >>> result = CheckResult("db", "healthy", 1.25, "2024-05-01T12:00:00.123Z", True)
         >>> result.healthy, result.to_dict()["latency_ms"]
         (True, 1.25)
@@ -247,7 +247,7 @@ class HealthRegistry:
     Raises:
         ValueError: ``interval`` is not a number > 0.
 
-    Example:
+    Examples:
         >>> registry = HealthRegistry(interval=60.0)
         >>> registry.register("cache", lambda: False, critical=False)
         >>> status, payload = registry.detailed_payload()
@@ -511,7 +511,7 @@ class HealthRegistry:
     def live_payload(self) -> dict[str, Any]:
         """The liveness answer: the process is up. Never runs a check.
 
-        Example:
+        Examples:
             >>> payload = HealthRegistry().live_payload()
             >>> payload["status"], sorted(payload)
             ('alive', ['memory_usage_mb', 'status', 'uptime_seconds'])
@@ -545,7 +545,7 @@ class HealthRegistry:
     def ready_payload(self) -> tuple[int, dict[str, Any]]:
         """The readiness answer: 200 when every critical check is healthy, else 503.
 
-        Example:
+        Examples:
             >>> registry = HealthRegistry()
             >>> registry.register("database", lambda: True)
             >>> registry.ready_payload()
@@ -708,7 +708,7 @@ _default = HealthRegistry()
 def get_registry() -> HealthRegistry:
     """The default registry, used by the module-level functions.
 
-    Example:
+    Examples:
         >>> get_registry() is get_registry()
         True
     """
@@ -718,7 +718,7 @@ def get_registry() -> HealthRegistry:
 def register(name: str, check: Check, *, critical: bool = True, timeout: float = 2.0) -> None:
     """Add ``check`` under ``name`` to the default registry (see :meth:`HealthRegistry.register`).
 
-    Example:
+    Examples:
         >>> from appvitals import health
         >>> health.register("cache", lambda: {"hits": 9}, critical=False, timeout=1.0)
         >>> health.ready_payload()
@@ -731,7 +731,7 @@ def register(name: str, check: Check, *, critical: bool = True, timeout: float =
 def unregister(name: str) -> bool:
     """Remove the check ``name`` from the default registry; False when there was none.
 
-    Example:
+    Examples:
         >>> unregister("no-such-check")
         False
     """
@@ -741,7 +741,7 @@ def unregister(name: str) -> bool:
 def run_now() -> dict[str, CheckResult]:
     """Run the default registry's checks now and return their results.
 
-    Example:
+    Examples:
         >>> from appvitals import health
         >>> health.register("answer", lambda: 6 * 7 == 42)
         >>> health.run_now()["answer"].status
@@ -754,7 +754,7 @@ def run_now() -> dict[str, CheckResult]:
 def results() -> dict[str, CheckResult]:
     """The default registry's cached results, by name (runs nothing).
 
-    Example:
+    Examples:
         >>> results()
         {}
     """
@@ -764,7 +764,7 @@ def results() -> dict[str, CheckResult]:
 def start() -> None:
     """Start the default registry's background runner (no-op when running).
 
-    Example:
+    Examples:
         >>> start()
         >>> stop()
     """
@@ -774,7 +774,7 @@ def start() -> None:
 def stop(timeout: Optional[float] = 5.0) -> None:
     """Stop the default registry's background runner.
 
-    Example:
+    Examples:
         >>> stop()
     """
     _default.stop(timeout)
@@ -783,7 +783,7 @@ def stop(timeout: Optional[float] = 5.0) -> None:
 def ensure_running() -> None:
     """Start the default runner unless it already runs in this process.
 
-    Example:
+    Examples:
         >>> ensure_running()
         >>> stop()
     """
@@ -793,7 +793,7 @@ def ensure_running() -> None:
 def live_payload() -> dict[str, Any]:
     """``/health/live``: ``{"status": "alive", "uptime_seconds", "memory_usage_mb"}``.
 
-    Example:
+    Examples:
         >>> live_payload()["status"]
         'alive'
     """
@@ -803,7 +803,7 @@ def live_payload() -> dict[str, Any]:
 def ready_payload() -> tuple[int, dict[str, Any]]:
     """``/health/ready``: ``(200, {"status": "ready", ...})`` or ``(503, {... "failing"})``.
 
-    Example:
+    Examples:
         >>> from appvitals import health
         >>> health.register("database", lambda: False)
         >>> status, payload = health.ready_payload()
@@ -817,7 +817,7 @@ def ready_payload() -> tuple[int, dict[str, Any]]:
 def detailed_payload() -> tuple[int, dict[str, Any]]:
     """``/health/detailed``: every check's result and an overall status.
 
-    Example:
+    Examples:
         >>> from appvitals import health
         >>> health.register("disk", health.checks.disk("/", min_free_ratio=0.0))
         >>> status, payload = health.detailed_payload()
@@ -831,7 +831,7 @@ def detailed_payload() -> tuple[int, dict[str, Any]]:
 def reset() -> None:
     """Stop the default runner and forget its checks and results (tests).
 
-    Example:
+    Examples:
         >>> reset()
     """
     _default.reset()

@@ -11,7 +11,7 @@ attribute ``otel.metric.overflow=true`` and counted in
 ``appvitals.metrics.cardinality_overflow``, so a user id put in an attribute by mistake
 cannot exhaust memory.
 
-Example:
+Examples:
     >>> import appvitals
     >>> orders = appvitals.counter("shop.orders", unit="{order}", description="Orders placed")
     >>> orders.add(1, {"payment.method": "card"})
@@ -266,7 +266,7 @@ def histogram(
 ) -> Histogram:
     """The histogram ``name``, created on first use; ``buckets`` advises bucket boundaries.
 
-    Example:
+    Examples:
         >>> import appvitals
         >>> latency = appvitals.histogram("heartbeat.processing.duration", unit="s")
         >>> latency.record(0.012, {"outcome": "ok"})
@@ -289,7 +289,7 @@ def gauge(
     The callback returns a number, ``None`` (nothing to report) or an iterable of
     ``(value, attributes)`` pairs; an exception in it is counted, never raised.
 
-    Example:
+    Examples:
         >>> import appvitals
         >>> overdue = appvitals.gauge("application.overdue.count", callback=lambda: 3)
     """

@@ -22,7 +22,7 @@ def grafana_dashboards(service: str | None = None) -> dict[str, dict[str, Any]]:
     Args:
         service: preselect this Prometheus ``job`` in the ``job`` variable.
 
-    Example:
+    Examples:
         >>> sorted(grafana_dashboards())
         ['appvitals-http-client.json', 'appvitals-jobs.json', 'appvitals-overview.json', \
 'appvitals-resources.json']

@@ -53,7 +53,7 @@ def prometheus_rules(
         default_job_max_age: the same for job types not in ``job_max_age``.
         runbook_base: URL prefix of the runbook links.
 
-    Example:
+    Examples:
         >>> rules = prometheus_rules("checkout")
         >>> [group["name"] for group in rules["groups"]]
         ['appvitals-recording', 'appvitals-slo', 'appvitals-alerts']

@@ -13,7 +13,7 @@ from typing import Any
 def to_yaml(value: Any) -> str:
     """Render dicts, lists, strings, numbers, booleans and None as YAML.
 
-    Example:
+    Examples:
         >>> print(to_yaml({"groups": [{"name": "g", "rules": []}]}), end="")
         groups:
           - name: "g"

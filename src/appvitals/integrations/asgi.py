@@ -48,7 +48,7 @@ _W3C = (b"traceparent", b"tracestate", b"baggage")
 class AppvitalsMiddleware:
     """ASGI middleware: request spans, RED metrics, correlation ids, health and /metrics.
 
-    Example:
+    Examples:
         >>> import asyncio
         >>> import appvitals
         >>> from appvitals.integrations.asgi import AppvitalsMiddleware
@@ -265,7 +265,7 @@ def instrument_fastapi(app: Any, **options: Any) -> Any:
     callable is returned: ``app = appvitals.instrument_fastapi(app)`` works in both cases.
     Options are those of ``instrument_flask()``.
 
-    Example:
+    Examples:
         >>> from fastapi import FastAPI
         >>> import appvitals
         >>> app = appvitals.instrument_fastapi(FastAPI())

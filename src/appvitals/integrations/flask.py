@@ -148,7 +148,7 @@ def _remember_error(_sender: Any, exception: BaseException, **_extra: Any) -> No
 class FlaskVitals:
     """The Flask extension form: ``FlaskVitals(app)`` or ``FlaskVitals().init_app(app)``.
 
-    Example:
+    Examples:
         >>> from flask import Flask
         >>> import appvitals
         >>> from appvitals.integrations.flask import FlaskVitals
@@ -191,7 +191,7 @@ def instrument_flask(app: Flask, **options: Any) -> FlaskVitals:
     Options are those of :class:`~appvitals.integrations._http_server.ServerOptions`
     (health paths, ``/metrics``, excluded paths, correlation headers, body sizes).
 
-    Example:
+    Examples:
         >>> from flask import Flask
         >>> import appvitals
         >>> app = Flask("billing")

@@ -27,7 +27,7 @@ class Capture:
     Keyword arguments are passed to :func:`appvitals.configure` (``exporter`` defaults to
     ``"none"`` and ``sampler_ratio`` to ``1.0``, so every span is captured).
 
-    Example:
+    Examples:
         >>> import appvitals
         >>> from appvitals.testing import Capture
         >>> with Capture(service_name="test") as capture:
