@@ -118,6 +118,8 @@ def run() -> None:
         sampler_ratio=1.0,  # a demo shows every trace; production keeps the 10 % default
         metric_export_interval=2.0,
     )
+    # The summary below is the demo's output; the JSON log lines still go to logs.jsonl.
+    appvitals.configure_logging(console_level="WARNING")
     appvitals.gauge("demo.uptime", unit="s", callback=lambda: time.monotonic() - started)
     rng = random.Random(7)
     db = sqlite3.connect(":memory:")

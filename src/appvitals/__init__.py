@@ -16,7 +16,7 @@ Examples:
     True
 """
 
-from appvitals import health
+from appvitals import health, logs, masking
 from appvitals._config import Config, ConfigurationError
 from appvitals._context import (
     CORRELATION_ID_HEADER,
@@ -35,6 +35,7 @@ from appvitals._version import __version__
 from appvitals.decorators import counted, span, timed, traced
 from appvitals.integrations.asgi import instrument_fastapi
 from appvitals.integrations.flask import instrument_flask
+from appvitals.logs import configure_logging, get_logger
 from appvitals.metrics import (
     MetricDefinitionError,
     counter,
@@ -54,6 +55,7 @@ __all__ = [
     "bind",
     "bound_fields",
     "configure",
+    "configure_logging",
     "correlation_id",
     "counted",
     "counter",
@@ -61,12 +63,15 @@ __all__ = [
     "force_flush",
     "gauge",
     "get_config",
+    "get_logger",
     "health",
     "histogram",
     "inject_headers",
     "instrument_fastapi",
     "instrument_flask",
     "is_configured",
+    "logs",
+    "masking",
     "new_correlation_id",
     "shutdown",
     "span",

@@ -43,6 +43,12 @@ APPVITALS_LOG_LEVEL = "APPVITALS_LOG_LEVEL"
 APPVITALS_SHUTDOWN_TIMEOUT = "APPVITALS_SHUTDOWN_TIMEOUT"
 APPVITALS_CARDINALITY_LIMIT = "APPVITALS_CARDINALITY_LIMIT"
 APPVITALS_PROMETHEUS = "APPVITALS_PROMETHEUS"
+APPVITALS_STRUCTLOG = "APPVITALS_STRUCTLOG"
+APPVITALS_LOG_RENDERER = "APPVITALS_LOG_RENDERER"
+APPVITALS_LOG_MASKING = "APPVITALS_LOG_MASKING"
+APPVITALS_LOG_SAMPLE_DEBUG = "APPVITALS_LOG_SAMPLE_DEBUG"
+APPVITALS_LOG_SAMPLE_INFO = "APPVITALS_LOG_SAMPLE_INFO"
+APPVITALS_LOG_DEDUPE_WINDOW = "APPVITALS_LOG_DEDUPE_WINDOW"
 
 SIGNALS = ("traces", "metrics", "logs")
 EXPORTERS = ("otlp", "console", "jsonl", "none")
@@ -56,6 +62,7 @@ SAMPLERS = (
     "parentbased_traceidratio",
 )
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_RENDERERS = ("json", "console", "auto")
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
 
@@ -103,6 +110,13 @@ class Config:
     metric_export_timeout: float = 30.0
     shutdown_timeout: float = 5.0
     cardinality_limit: int = 1000
+    # Structured logging (appvitals.logs); only structlog is a configure() argument.
+    structlog: bool = True
+    log_renderer: str = "auto"
+    log_masking: bool = True
+    log_sample_debug: float = 1.0
+    log_sample_info: float = 1.0
+    log_dedupe_window: float = 0.0
 
     def describe(self) -> dict[str, Any]:
         """Return the configuration as plain data with header values masked (for ``doctor``)."""
@@ -176,6 +190,13 @@ def _positive_float(raw: str) -> float:
 def _positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
+        raise ValueError(raw)
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value < float("inf"):
         raise ValueError(raw)
     return value
 
@@ -391,7 +412,31 @@ def resolve(  # noqa: PLR0915 - one readable pass over every setting
             "shutdown_timeout", APPVITALS_SHUTDOWN_TIMEOUT, default.shutdown_timeout
         ),
         cardinality_limit=int(cardinality_limit),
+        structlog=flag("structlog", APPVITALS_STRUCTLOG),
+        **_log_settings(env),
     )
+
+
+def _log_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The structured-logging settings read from the environment (``appvitals.logs``)."""
+    default = Config()
+    return {
+        "log_renderer": _parse_env(
+            env, APPVITALS_LOG_RENDERER, _choice(LOG_RENDERERS), " | ".join(LOG_RENDERERS), "auto"
+        ),
+        "log_masking": _parse_env(
+            env, APPVITALS_LOG_MASKING, _parse_bool, "true or false", default.log_masking
+        ),
+        "log_sample_debug": _parse_env(
+            env, APPVITALS_LOG_SAMPLE_DEBUG, _ratio, "a number from 0 to 1", 1.0
+        ),
+        "log_sample_info": _parse_env(
+            env, APPVITALS_LOG_SAMPLE_INFO, _ratio, "a number from 0 to 1", 1.0
+        ),
+        "log_dedupe_window": _parse_env(
+            env, APPVITALS_LOG_DEDUPE_WINDOW, _non_negative_float, "seconds >= 0", 0.0
+        ),
+    }
 
 
 def _any_otlp_endpoint(env: Mapping[str, str]) -> bool:

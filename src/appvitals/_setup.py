@@ -39,6 +39,7 @@ class _State:
     meter_provider: Any = None
     logger_provider: Any = None
     log_handler: Optional[logging.Handler] = None
+    root_level: Optional[int] = None
     owned: tuple[str, ...] = ()
     extras: Optional[Extras] = None
 
@@ -74,6 +75,7 @@ def configure(
     logs: Optional[bool] = None,
     prometheus: Optional[bool] = None,
     log_level: Optional[str] = None,
+    structlog: Optional[bool] = None,
     metric_export_interval: Optional[float] = None,
     metric_export_timeout: Optional[float] = None,
     shutdown_timeout: Optional[float] = None,
@@ -111,7 +113,12 @@ def configure(
         logs: export ``logging`` records as OpenTelemetry logs (``APPVITALS_LOGS``).
         prometheus: keep the metrics readable in Prometheus format for ``/metrics``
             (``APPVITALS_PROMETHEUS``).
-        log_level: lowest level exported as OpenTelemetry logs (``APPVITALS_LOG_LEVEL``).
+        log_level: lowest level logged and exported as OpenTelemetry logs
+            (``APPVITALS_LOG_LEVEL``).
+        structlog: route structlog and stdlib ``logging`` through appvitals' pipeline of
+            JSON/console lines (:func:`appvitals.logs.configure_logging`;
+            ``APPVITALS_STRUCTLOG``, default on). ``False`` leaves the application's logging
+            as it is and only exports its records.
         metric_export_interval: seconds between metric exports
             (``OTEL_METRIC_EXPORT_INTERVAL``, in ms).
         metric_export_timeout: seconds one metric export may take
@@ -125,7 +132,7 @@ def configure(
     Returns:
         The effective :class:`Config`.
 
-    Example:
+    Examples:
         >>> import appvitals
         >>> config = appvitals.configure(service_name="checkout", exporter="none")
         >>> config.service_name
@@ -202,8 +209,16 @@ def _install(state: _State) -> None:
             owned.append("logs")
         else:
             state.logger_provider = _logs.get_logger_provider()
+        state.root_level = logging.getLogger().level
         state.log_handler = _install_log_handler(config, state.logger_provider)
     state.owned = tuple(owned)
+    if config.structlog:
+        # After the bridge handler exists, so the pipeline feeds it; a failure here must not
+        # undo the providers, which are installed and owned by now.
+        with _safety.internal_errors("logging configuration"):
+            from appvitals.logs import _configure_logging
+
+            _configure_logging(config)
 
 
 def build_resource(config: Config) -> Resource:
@@ -309,7 +324,9 @@ class _NotFromExporters(logging.Filter):
 def _install_log_handler(config: Config, provider: Any) -> Optional[logging.Handler]:
     from appvitals._logbridge import OTelLogHandler
 
-    handler = OTelLogHandler(provider, level=getattr(logging, config.log_level))
+    handler = OTelLogHandler(
+        provider, level=getattr(logging, config.log_level), masking=config.log_masking
+    )
     handler.addFilter(_NotFromExporters())
     root = logging.getLogger()
     root.addHandler(handler)
@@ -350,10 +367,19 @@ def shutdown(timeout: Optional[float] = None) -> bool:
     global _state
     with _lock:
         state, _state = _state, None
+    if state is not None:
+        if state.log_handler is not None:
+            logging.getLogger().removeHandler(state.log_handler)
+        if state.root_level is not None:
+            logging.getLogger().setLevel(state.root_level)
+    # After the level above: an explicit configure_logging() before configure() saved the
+    # older root level, which must win.
+    logs = sys.modules.get("appvitals.logs")
+    if logs is not None:  # never imported: nothing to undo
+        with _safety.internal_errors("logging shutdown"):
+            logs._unconfigure_logging()
     if state is None:
         return True
-    if state.log_handler is not None:
-        logging.getLogger().removeHandler(state.log_handler)
     if state.config.disabled:
         return True
     limit = state.config.shutdown_timeout if timeout is None else timeout

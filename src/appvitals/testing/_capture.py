@@ -8,6 +8,7 @@ real OTLP encoders, so a test sees what would leave the process.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Optional
 
 from appvitals._otlp_json import to_otlp_json
@@ -148,4 +149,7 @@ def reset(timeout: Optional[float] = 5.0) -> None:
     decorators._reset()
     metrics._reset()
     _exporters._dropped_counter = None
+    masking = sys.modules.get("appvitals.masking")
+    if masking is not None:  # a test's custom masking rules must not leak into the next
+        masking.configure_masking()
     _safety.reset_internal_errors()
