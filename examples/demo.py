@@ -119,7 +119,7 @@ def run() -> None:
         metric_export_interval=2.0,
     )
     # The summary below is the demo's output; the JSON log lines still go to logs.jsonl.
-    appvitals.configure_logging(console_level="WARNING")
+    appvitals.configure_logging(console_level="CRITICAL")
     appvitals.gauge("demo.uptime", unit="s", callback=lambda: time.monotonic() - started)
     rng = random.Random(7)
     db = sqlite3.connect(":memory:")
