@@ -35,6 +35,7 @@ from appvitals._version import __version__
 from appvitals.decorators import counted, span, timed, traced
 from appvitals.integrations.asgi import instrument_fastapi
 from appvitals.integrations.flask import instrument_flask
+from appvitals.jobs import JobRun, job, monitored_job, retry
 from appvitals.logs import configure_logging, get_logger
 from appvitals.metrics import (
     MetricDefinitionError,
@@ -50,6 +51,7 @@ __all__ = [
     "Config",
     "ConfigurationError",
     "ContextExecutor",
+    "JobRun",
     "MetricDefinitionError",
     "__version__",
     "bind",
@@ -70,9 +72,12 @@ __all__ = [
     "instrument_fastapi",
     "instrument_flask",
     "is_configured",
+    "job",
     "logs",
     "masking",
+    "monitored_job",
     "new_correlation_id",
+    "retry",
     "shutdown",
     "span",
     "timed",

@@ -149,6 +149,9 @@ def reset(timeout: Optional[float] = 5.0) -> None:
     decorators._reset()
     metrics._reset()
     _exporters._dropped_counter = None
+    jobs_registry = sys.modules.get("appvitals._jobs_registry")
+    if jobs_registry is not None:
+        jobs_registry.reset()
     masking = sys.modules.get("appvitals.masking")
     if masking is not None:  # a test's custom masking rules must not leak into the next
         masking.configure_masking()
