@@ -33,6 +33,7 @@ from appvitals._context import (
 from appvitals._setup import configure, force_flush, get_config, is_configured, shutdown
 from appvitals._version import __version__
 from appvitals.decorators import counted, span, timed, traced
+from appvitals.http import instrument_httpx, test_connection
 from appvitals.integrations.asgi import instrument_fastapi
 from appvitals.integrations.flask import instrument_flask
 from appvitals.jobs import JobRun, job, monitored_job, retry
@@ -71,6 +72,7 @@ __all__ = [
     "inject_headers",
     "instrument_fastapi",
     "instrument_flask",
+    "instrument_httpx",
     "is_configured",
     "job",
     "logs",
@@ -80,6 +82,7 @@ __all__ = [
     "retry",
     "shutdown",
     "span",
+    "test_connection",
     "timed",
     "traced",
     "updown_counter",

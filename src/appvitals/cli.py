@@ -5,6 +5,9 @@
 destinations can be reached. It never calls ``configure()``: no provider is installed and no
 file or folder is written.
 
+``appvitals test URL`` measures the phases of HTTP requests to URLs and ``appvitals health
+URL`` shows a service's ``/health/detailed`` (both in ``appvitals._cli_http``).
+
 Each subcommand is one ``add_parser`` call in :func:`build_parser` plus a handler that takes
 the parsed arguments and returns the exit code.
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, Optional
 from urllib.parse import urlsplit
 
+from appvitals._cli_http import add_http_commands
 from appvitals._config import (
     APPVITALS_EXPORTER,
     APPVITALS_LOGS,
@@ -159,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--json", action="store_true", help="print one JSON object")
     doctor.set_defaults(handler=_run_doctor)
+
+    add_http_commands(commands)  # test, health (their usage errors exit 3)
     return parser
 
 
@@ -191,7 +197,7 @@ def diagnose() -> Report:
 def mask_url_credentials(text: str) -> str:
     """Replace the password (or a lone user token) of every URL in ``text`` with ``***``.
 
-    Example:
+    Examples:
         >>> mask_url_credentials("http://user:pass@collector:4318/v1/traces")
         'http://user:***@collector:4318/v1/traces'
         >>> mask_url_credentials("https://token@collector")
