@@ -654,3 +654,47 @@ def test_a_forked_child_restarts_the_snapshot_thread(tmp_path: Path) -> None:
     forked = json.loads((tmp_path / f"appvitals-{child}.json").read_text())
     assert forked["pid"] == int(child)
     assert forked["token"] != parent["token"]
+
+
+def test_host_wide_counters_of_dead_processes_are_not_added(tmp_path: Path) -> None:
+    """system_* families count only while their reporter lives; a successor reports the same."""
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    document = {
+        "version": 1,
+        "pid": finished.pid,
+        "token": "the-old-reporter",
+        "families": [
+            {
+                "name": "shop_orders_total",
+                "type": "counter",
+                "help": "",
+                "samples": [["", [["channel", "web"]], 4]],
+            },
+            {
+                "name": "system_network_io_bytes_total",
+                "type": "counter",
+                "help": "",
+                "samples": [["", [["network_io_direction", "receive"]], 1000]],
+            },
+        ],
+    }
+    (tmp_path / f"appvitals-{finished.pid}.json").write_text(json.dumps(document))
+    reader = PrometheusReader(directory=tmp_path)
+    with attached(reader) as provider:
+        meter = provider.get_meter("host")
+        meter.create_counter("system.network.io", unit="By").add(
+            1500, {"network.io.direction": "receive"}
+        )
+        text = reader.render()
+        assert value(text, "system_network_io_bytes_total", network_io_direction="receive") == 1500
+        assert value(text, "shop_orders_total", channel="web") == 4
+        assert mark_process_dead(finished.pid, tmp_path)
+        text = reader.render()
+        assert value(text, "system_network_io_bytes_total", network_io_direction="receive") == 1500
+        assert value(text, "shop_orders_total", channel="web") == 4
+
+
+def test_metrics_text_keeps_its_zero_argument_form() -> None:
+    """metrics_text() and metrics_text(None) are the Prometheus 0.0.4 answer, as before."""
+    assert metrics_text() == metrics_text(None) == (prometheus.NOT_CONFIGURED_BODY, CONTENT_TYPE)

@@ -16,7 +16,7 @@ Examples:
     True
 """
 
-from appvitals import health, logs, masking
+from appvitals import db, health, logs, masking, resources
 from appvitals._config import Config, ConfigurationError
 from appvitals._context import (
     CORRELATION_ID_HEADER,
@@ -33,6 +33,7 @@ from appvitals._context import (
 from appvitals._setup import configure, force_flush, get_config, is_configured, shutdown
 from appvitals._version import __version__
 from appvitals.decorators import counted, span, timed, traced
+from appvitals.dependencies import cache_hit, cache_miss, queue_depth
 from appvitals.http import instrument_httpx, test_connection
 from appvitals.integrations.asgi import instrument_fastapi
 from appvitals.integrations.flask import instrument_flask
@@ -57,11 +58,14 @@ __all__ = [
     "__version__",
     "bind",
     "bound_fields",
+    "cache_hit",
+    "cache_miss",
     "configure",
     "configure_logging",
     "correlation_id",
     "counted",
     "counter",
+    "db",
     "extracted_context",
     "force_flush",
     "gauge",
@@ -79,6 +83,8 @@ __all__ = [
     "masking",
     "monitored_job",
     "new_correlation_id",
+    "queue_depth",
+    "resources",
     "retry",
     "shutdown",
     "span",

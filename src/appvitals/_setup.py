@@ -200,6 +200,9 @@ def _install(state: _State) -> None:
         from appvitals.metrics import register_self_metrics
 
         register_self_metrics(state.meter_provider)
+        from appvitals.resources import register_from_environment
+
+        register_from_environment(state.meter_provider)  # APPVITALS_RESOURCE_METRICS
     if config.logs:
         from opentelemetry._logs._internal import ProxyLoggerProvider
 

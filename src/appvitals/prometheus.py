@@ -18,7 +18,16 @@ a daemon thread) and a render in any worker merges all of them:
   live processes only;
 * :func:`mark_process_dead` (gunicorn's ``child_exit`` hook) folds a dead worker's counters
   and histograms into ``appvitals-dead.json`` and deletes its snapshot, which drops its
-  gauges for good and keeps the directory from growing with every recycled worker.
+  gauges for good and keeps the directory from growing with every recycled worker;
+* host-wide families (``system_*``, see :mod:`appvitals.resources`) are reported by one
+  process and count only while it lives: its successor reports the same since-boot
+  counters, which must not be added to the dead one's.
+
+OpenMetrics: :func:`metrics_text` answers in the OpenMetrics 1.0 text format, with exemplars
+(trace and span ids of a sampled measurement) on histogram buckets and counters, when the
+scrape's ``Accept`` header prefers it (as Prometheus' does). Exemplars are this process's:
+in multi-process mode a scrape shows those of the worker it reached, beside the merged
+values (they are not written to the snapshot files).
 
 Nothing happens at import time; :func:`reader` creates the process-wide reader on first use.
 """
@@ -64,6 +73,7 @@ __all__ = [
     "DIRECTORY_VARIABLES",
     "INTERVAL_VARIABLE",
     "NOT_CONFIGURED_BODY",
+    "OPENMETRICS_CONTENT_TYPE",
     "Kind",
     "PrometheusReader",
     "label_name",
@@ -73,10 +83,14 @@ __all__ = [
     "reader",
     "start_snapshots",
     "unit_suffix",
+    "wants_openmetrics",
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The ``Content-Type`` of the Prometheus text exposition format 0.0.4."""
+
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+"""The ``Content-Type`` of the OpenMetrics 1.0 text format (exemplars included)."""
 
 NOT_CONFIGURED_BODY = b"# appvitals is not configured\n"
 """The body :func:`metrics_text` answers before appvitals' ``MeterProvider`` exists."""
@@ -181,7 +195,7 @@ def unit_suffix(unit: str, kind: Kind = "gauge") -> str:
     Returns:
         The words to append to the metric name, without the joining ``_``.
 
-    Example:
+    Examples:
         >>> unit_suffix("ms"), unit_suffix("By/s"), unit_suffix("{request}")
         ('milliseconds', 'bytes_per_second', '')
         >>> unit_suffix("1", "counter"), unit_suffix("1", "gauge")
@@ -215,7 +229,7 @@ def metric_name(name: str, unit: str = "", kind: Kind = "gauge") -> str:
     Returns:
         The name, without the ``_bucket``/``_sum``/``_count`` suffixes of histograms.
 
-    Example:
+    Examples:
         >>> metric_name("http.server.request.duration", "s", "histogram")
         'http_server_request_duration_seconds'
         >>> metric_name("shop.orders", "{order}", "counter")
@@ -247,7 +261,7 @@ def label_name(key: str) -> str:
     Returns:
         A valid label name.
 
-    Example:
+    Examples:
         >>> label_name("http.request.method"), label_name("2xx"), label_name("__meta")
         ('http_request_method', '_2xx', '_meta')
     """
@@ -407,10 +421,18 @@ def _kind_of(data: Any) -> Optional[Kind]:
     return None
 
 
+def _host_wide(name: str) -> bool:
+    """A host metric (``system.*``): one process reports it, for as long as it lives."""
+    return name.startswith("system_")
+
+
 def _merge(target: dict[str, _Family], source: Mapping[str, _Family], *, gauges: bool) -> None:
-    """Add ``source`` into ``target`` sample by sample (gauges only when ``gauges``)."""
+    """Add ``source`` into ``target`` sample by sample (gauges only when ``gauges``).
+
+    ``gauges=False`` means "of a dead process": host-wide families are skipped then too.
+    """
     for name, family in source.items():
-        if family.kind == "gauge" and not gauges:
+        if (family.kind == "gauge" or _host_wide(name)) and not gauges:
             continue
         existing = _family_for(target, name, family.kind, family.help)
         if existing is None:
@@ -772,7 +794,7 @@ class PrometheusReader(MetricReader):
         interval: Seconds between snapshots written by the background thread; ``None`` reads
             ``APPVITALS_PROMETHEUS_WRITE_INTERVAL`` (default 5).
 
-    Example:
+    Examples:
         >>> from opentelemetry.sdk.metrics import MeterProvider
         >>> from opentelemetry.sdk.resources import Resource
         >>> prometheus_reader = PrometheusReader()
@@ -826,6 +848,8 @@ class PrometheusReader(MetricReader):
         self._pid = os.getpid()
         self._token = uuid.uuid4().hex
         self._predecessor_checked = False
+        # The latest exemplar per bucket / counter sample, by family (see _openmetrics).
+        self._exemplars: dict[str, dict[SampleKey, Any]] = {}
         _readers.add(self)
         _register_fork_hooks()
 
@@ -873,6 +897,22 @@ class PrometheusReader(MetricReader):
             self._capture.data = None
         return data
 
+    def _collect_families(self) -> tuple[Optional[MetricsData], dict[str, _Family]]:
+        """Collect (holding ``_lock``), translate, and keep the collection's exemplars.
+
+        Every collection passes through here — renders, snapshots, the dashboard — because
+        the SDK hands each exemplar to one collection only.
+        """
+        data = self._collect_now()
+        families = _families_from(data)
+        try:
+            from appvitals import _openmetrics
+
+            _openmetrics.update_exemplars(self._exemplars, data, families)
+        except Exception as error:
+            _safety.report_internal_error(_ERRORS, error)
+        return data, families
+
     def _resource(self, data: Optional[MetricsData]) -> Optional[Resource]:
         if data is not None and data.resource_metrics:
             return data.resource_metrics[0].resource
@@ -882,32 +922,43 @@ class PrometheusReader(MetricReader):
         resource = getattr(getattr(provider, "_sdk_config", None), "resource", None)
         return resource if isinstance(resource, Resource) else None
 
-    def render(self) -> str:
+    def render(self, *, openmetrics: bool = False) -> str:
         """Collect now and render the Prometheus text exposition format 0.0.4.
 
         In multi-process mode this refreshes this process's snapshot first and merges every
         process's snapshot. Never raises: an internal error is logged once and yields ``""``.
 
+        Args:
+            openmetrics: Render the OpenMetrics 1.0 text format instead, with exemplars and
+                the closing ``# EOF`` (content type :data:`OPENMETRICS_CONTENT_TYPE`).
+
         Returns:
             The exposition text (``""`` when there is nothing to expose).
         """
         try:
-            return self._render()
+            families, target_info = self._gather()
+            if not openmetrics:
+                return _render_text(families, target_info)
+            from appvitals import _openmetrics
+
+            with self._lock:
+                exemplars = {name: dict(kept) for name, kept in self._exemplars.items()}
+            return _openmetrics.render(families, target_info, exemplars)
         except Exception as error:
             _safety.report_internal_error(_ERRORS, error)
             return ""
 
-    def _render(self) -> str:
+    def _gather(self) -> tuple[dict[str, _Family], Optional[_Family]]:
+        """Collect now: the families to expose (merged in multi-process mode), target_info."""
         directory = self.multiprocess_directory()
         with self._lock:
             attached = self.attached
-            data = self._collect_now() if attached else None
-            own = _families_from(data)
+            data, own = self._collect_families() if attached else (None, {})
             if directory is not None and attached:
                 self._write_snapshot(directory, own)
         resource = self._resource(data) if attached else None
         if directory is None:
-            return _render_text(own, _target_info(resource, without_pid=False))
+            return own, _target_info(resource, without_pid=False)
         merged: dict[str, _Family] = {}
         if attached:
             # Lazily, for readers attached before the directory was configured.
@@ -916,7 +967,7 @@ class PrometheusReader(MetricReader):
         merged_others = _read_directory(directory, os.getpid() if attached else None)
         _merge(merged, merged_others, gauges=True)  # dead gauges were left out while reading
         # Every worker shares the resource but process.pid, so one target_info of this one.
-        return _render_text(merged, _target_info(resource, without_pid=True))
+        return merged, _target_info(resource, without_pid=True)
 
     def _write_snapshot(self, directory: Path, families: Mapping[str, _Family]) -> None:
         """Replace this process's snapshot file (errors are reported, not raised)."""
@@ -951,7 +1002,7 @@ class PrometheusReader(MetricReader):
             with self._lock:
                 if not self.attached:
                     return
-                self._write_snapshot(directory, _families_from(self._collect_now()))
+                self._write_snapshot(directory, self._collect_families()[1])
         except Exception as error:
             _safety.report_internal_error(_FILE_ERRORS, error)
 
@@ -966,6 +1017,7 @@ class PrometheusReader(MetricReader):
         self._capture = threading.local()
         self._token = uuid.uuid4().hex
         self._predecessor_checked = False
+        self._exemplars = {}  # measured in the parent, whose spans are not this process's
         self._thread = None
         self._stop = threading.Event()
         if self._snapshots_wanted and not self._is_shutdown:
@@ -1049,7 +1101,7 @@ def reader() -> PrometheusReader:
     Returns:
         The reader.
 
-    Example:
+    Examples:
         >>> reader() is reader()
         True
     """
@@ -1060,30 +1112,67 @@ def reader() -> PrometheusReader:
         return _singleton
 
 
-def metrics_text() -> tuple[bytes, str]:
+def wants_openmetrics(accept: Optional[str]) -> bool:
+    """Whether a scrape's ``Accept`` header prefers OpenMetrics text to Prometheus text 0.0.4.
+
+    Args:
+        accept: The request's ``Accept`` header, ``None`` when absent.
+
+    Returns:
+        ``True`` when ``application/openmetrics-text`` is accepted at least as well as
+        ``text/plain`` (Prometheus asks for it with ``q=0.5`` over text's ``q=0.3``).
+
+    Examples:
+        >>> wants_openmetrics("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
+        True
+        >>> wants_openmetrics("text/plain;version=0.0.4"), wants_openmetrics(None)
+        (False, False)
+    """
+    from appvitals import _openmetrics
+
+    return _openmetrics.wants_openmetrics(accept)
+
+
+def metrics_text(accept: Optional[str] = None) -> tuple[bytes, str]:
     """The ``/metrics`` response: the rendered body (UTF-8) and its content type.
 
     Never raises: before appvitals is configured the body is the single comment line
-    ``# appvitals is not configured``, and an internal error yields an empty body.
+    ``# appvitals is not configured`` (in OpenMetrics, which has no comments, just
+    ``# EOF``), and an internal error yields an empty body.
+
+    Args:
+        accept: The scrape's ``Accept`` header. When it prefers OpenMetrics
+            (:func:`wants_openmetrics`) the body is OpenMetrics 1.0 text with exemplars and
+            the content type :data:`OPENMETRICS_CONTENT_TYPE`; otherwise (and when omitted)
+            Prometheus text 0.0.4, :data:`CONTENT_TYPE`.
 
     Returns:
-        ``(body, CONTENT_TYPE)``.
+        ``(body, content_type)``.
 
-    Example:
+    Examples:
         >>> body, content_type = metrics_text()
         >>> body
         b'# appvitals is not configured\\n'
         >>> content_type
         'text/plain; version=0.0.4; charset=utf-8'
+        >>> body, content_type = metrics_text("application/openmetrics-text; version=1.0.0")
+        >>> body.splitlines()[-1], content_type.split(";")[0]
+        (b'# EOF', 'application/openmetrics-text')
     """
+    openmetrics = False
     try:
+        openmetrics = wants_openmetrics(accept)
+        content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else CONTENT_TYPE
         current = reader()
         if not current.attached:
-            return NOT_CONFIGURED_BODY, CONTENT_TYPE
-        return current.render().encode("utf-8"), CONTENT_TYPE
+            # OpenMetrics has no free-form comments: an empty exposition says as much.
+            return (b"# EOF\n" if openmetrics else NOT_CONFIGURED_BODY), content_type
+        return current.render(openmetrics=openmetrics).encode("utf-8"), content_type
     except Exception as error:
         _safety.report_internal_error(_ERRORS, error)
-        return b"", CONTENT_TYPE
+        return (b"# EOF\n" if openmetrics else b""), (
+            OPENMETRICS_CONTENT_TYPE if openmetrics else CONTENT_TYPE
+        )
 
 
 def start_snapshots() -> bool:
@@ -1092,7 +1181,7 @@ def start_snapshots() -> bool:
     Returns:
         Whether the thread is running (``False`` without a multi-process directory).
 
-    Example:
+    Examples:
         >>> start_snapshots()  # no APPVITALS_PROMETHEUS_MULTIPROC_DIR here
         False
     """
@@ -1113,7 +1202,7 @@ def mark_process_dead(pid: int, directory: Optional[Union[str, os.PathLike[str]]
     Returns:
         Whether a snapshot of ``pid`` was found and folded in.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as folder:
         ...     mark_process_dead(4242, folder)

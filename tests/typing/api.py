@@ -66,3 +66,18 @@ status, payload = appvitals.health.ready_payload()
 finished: bool = appvitals.shutdown(timeout=1.0)
 with Capture() as capture:
     record: SpanRecord = capture.span("x")
+
+
+# Outgoing HTTP, resources and dependencies.
+appvitals.instrument_httpx(failure_status={500, 502, 503}, capture_body_bytes=512)
+connection: appvitals.http.ConnectionTestResult = appvitals.test_connection(
+    "https://example.com", requests=3, timeout=2.0
+)
+rating: str | None = connection.rating
+appvitals.cache_hit("users")
+appvitals.cache_miss("users", 2)
+appvitals.queue_depth("emails", lambda: 3)
+appvitals.dependencies.dequeued("emails", lag_seconds=1.5)
+with appvitals.db.query("select users", system="sqlite", statement="SELECT * FROM users"):
+    pass
+appvitals.resources.register(process=True, system=True)

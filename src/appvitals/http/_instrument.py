@@ -32,6 +32,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from appvitals import metrics
 from appvitals._context import CORRELATION_ID_HEADER, correlation_id, inject_headers
+from appvitals._peers import peer_service
 from appvitals._safety import internal_errors, report_internal_error
 from appvitals.decorators import _tracer
 from appvitals.http._capture import (
@@ -168,6 +169,9 @@ class _Call:
         }
         if method == "_OTHER":
             attributes["http.request.method_original"] = request.method
+        peer = peer_service(self.host, port)  # APPVITALS_PEER_SERVICES: the service-map edge
+        if peer is not None:
+            attributes["peer.service"] = peer
         self.metric_attributes = {
             "http.request.method": method,
             "server.address": self.host,

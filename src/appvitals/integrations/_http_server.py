@@ -51,6 +51,9 @@ class ServerOptions:
         correlation_response_header: the response header that echoes it.
         record_body_sizes: also record ``http.server.request.body.size`` and
             ``http.server.response.body.size`` (from ``Content-Length``).
+        monitoring_api: serve seed 004's ``GET /api/monitoring/dashboard`` and
+            ``POST /api/monitoring/trace`` (:mod:`appvitals.monitoring_api`).
+        monitoring_path: the prefix of those two paths.
     """
 
     health: bool = True
@@ -63,6 +66,8 @@ class ServerOptions:
     correlation_headers: tuple[str, ...] = ("X-Correlation-ID", "X-Request-ID")
     correlation_response_header: str = "X-Correlation-ID"
     record_body_sizes: bool = False
+    monitoring_api: bool = False
+    monitoring_path: str = "/api/monitoring"
 
     @classmethod
     def from_kwargs(cls, options: Mapping[str, Any]) -> ServerOptions:
@@ -88,17 +93,53 @@ class ServerOptions:
             paths[self.health_detailed_path] = "detailed"
         if self.metrics_endpoint:
             paths[self.metrics_path] = "metrics"
+        if self.monitoring_api:
+            prefix = self.monitoring_path.rstrip("/")
+            paths[f"{prefix}/dashboard"] = "dashboard"
+            paths[f"{prefix}/trace"] = "trace"
         return paths
 
 
-def endpoint_response(endpoint: str) -> tuple[int, list[tuple[str, str]], bytes]:
+# The methods each endpoint answers; other methods go to the application.
+_READ = ("GET", "HEAD")
+ENDPOINT_METHODS = {"trace": ("POST",)}
+
+
+def serves(endpoint: str | None, method: str | None) -> bool:
+    """Whether appvitals answers ``method`` on ``endpoint`` (else the application does)."""
+    return endpoint is not None and method in ENDPOINT_METHODS.get(endpoint, _READ)
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointRequest:
+    """What an endpoint may need of the request: ``Accept``, the body and the client."""
+
+    accept: str | None = None
+    content_type: str | None = None
+    body: bytes = b""
+    client: str | None = None
+
+
+_NO_REQUEST = EndpointRequest()
+
+
+def endpoint_response(
+    endpoint: str, request: EndpointRequest | None = None
+) -> tuple[int, list[tuple[str, str]], bytes]:
     """Status, headers and body of one of appvitals' own endpoints (never raises)."""
+    request = request or _NO_REQUEST
     try:
         if endpoint == "metrics":
             from appvitals import prometheus
 
-            body, content_type = prometheus.metrics_text()
+            body, content_type = prometheus.metrics_text(accept=request.accept)
             return 200, [("Content-Type", content_type), ("Cache-Control", "no-store")], body
+        if endpoint in ("dashboard", "trace"):
+            from appvitals import monitoring_api
+
+            if endpoint == "dashboard":
+                return monitoring_api.dashboard_response()
+            return monitoring_api.trace_response(request.body, request.content_type, request.client)
         from appvitals import health
 
         status = 200

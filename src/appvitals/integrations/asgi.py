@@ -28,11 +28,13 @@ from opentelemetry import trace
 from appvitals._context import _fields
 from appvitals._safety import report_internal_error
 from appvitals.integrations._http_server import (
+    EndpointRequest,
     Request,
     ServerOptions,
     ServerTelemetry,
     describe_headers,
     endpoint_response,
+    serves,
 )
 
 Scope = MutableMapping[str, Any]
@@ -93,10 +95,10 @@ class AppvitalsMiddleware:
         path = scope.get("path", "")
         if path in telemetry.excluded:
             endpoint = telemetry.endpoints.get(path)
-            if endpoint is None or scope.get("method") not in ("GET", "HEAD"):
+            if endpoint is None or not serves(endpoint, scope.get("method")):
                 await self.app(scope, receive, send)
             else:
-                await _respond(endpoint, send)
+                await _respond(endpoint, scope, receive, send)
             return
         if self.framework_telemetry:
             await self._companion(scope, receive, send)
@@ -236,8 +238,8 @@ def _length(headers: Any) -> int | None:
     return None
 
 
-async def _respond(endpoint: str, send: Send) -> None:
-    status, headers, body = endpoint_response(endpoint)
+async def _respond(endpoint: str, scope: Scope, receive: Receive, send: Send) -> None:
+    status, headers, body = endpoint_response(endpoint, await _endpoint_request(scope, receive))
     await send(
         {
             "type": "http.response.start",
@@ -246,6 +248,40 @@ async def _respond(endpoint: str, send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _endpoint_request(scope: Scope, receive: Receive) -> EndpointRequest:
+    """The parts of an ASGI request appvitals' own endpoints read (a body only for POST)."""
+    headers = dict(scope.get("headers", ()))
+    body = b""
+    if scope.get("method") == "POST":
+        from appvitals.monitoring_api import MAX_BYTES
+
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        # Stop one byte over the limit: enough to answer 413 without reading it all.
+        while more and size <= MAX_BYTES:
+            message = await receive()
+            if message.get("type") != "http.request":
+                break
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+    client = scope.get("client")
+    return EndpointRequest(
+        accept=_header(headers, b"accept"),
+        content_type=_header(headers, b"content-type"),
+        body=body,
+        client=client[0] if client else None,
+    )
+
+
+def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return value.decode("latin-1") if value is not None else None
 
 
 def _start_health_runner() -> None:

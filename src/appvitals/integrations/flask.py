@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from appvitals._safety import report_internal_error
 from appvitals.integrations._http_server import (
+    EndpointRequest,
     Request,
     ServerOptions,
     ServerTelemetry,
     describe_headers,
     endpoint_response,
+    serves,
 )
 
 if TYPE_CHECKING:
@@ -55,9 +57,9 @@ class _WSGIMiddleware:
         path = environ.get("PATH_INFO", "")
         if path in telemetry.excluded:
             endpoint = telemetry.endpoints.get(path)
-            if endpoint is None or environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            if endpoint is None or not serves(endpoint, environ.get("REQUEST_METHOD")):
                 return self.wsgi_app(environ, start_response)
-            status, headers, body = endpoint_response(endpoint)
+            status, headers, body = endpoint_response(endpoint, _endpoint_request(environ))
             start_response(f"{status} {'OK' if status < 400 else 'Error'}", headers)
             return [body]
         request = self._start(environ)
@@ -215,3 +217,20 @@ def uninstrument_flask(app: Flask) -> None:
     app.before_request_funcs.get(None, []).remove(_remember_route)
     flask.got_request_exception.disconnect(_remember_error, app)
     app.extensions.pop("appvitals", None)
+
+
+def _endpoint_request(environ: dict[str, Any]) -> EndpointRequest:
+    """The parts of a WSGI request appvitals' own endpoints read (a body only for POST)."""
+    body = b""
+    if environ.get("REQUEST_METHOD") == "POST":
+        from appvitals.monitoring_api import MAX_BYTES
+
+        stream = environ.get("wsgi.input")
+        # One byte over the limit is enough to answer 413.
+        body = stream.read(MAX_BYTES + 1) if stream is not None else b""
+    return EndpointRequest(
+        accept=environ.get("HTTP_ACCEPT"),
+        content_type=environ.get("CONTENT_TYPE"),
+        body=body,
+        client=environ.get("REMOTE_ADDR"),
+    )
