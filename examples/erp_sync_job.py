@@ -5,6 +5,11 @@ a busy ERP does; the sync retries them, skips articles without an EAN (counted a
 items), and reports progress every 100 articles. With ``--down`` the ERP stops answering
 half-way and the run fails after three attempts, classified ``ERP_CONNECTION_FAILED``.
 
+Before the run, a preflight registers the ERP as a connected service (an HTTP health
+check, reported ``connected``/``disconnected`` by the readiness payload and as
+``appvitals.health.check.*`` metrics) and measures the connection with
+``appvitals.test_connection``; the sync does not start when the ERP is not reachable.
+
     python examples/erp_sync_job.py              # telemetry in ./appvitals-data (jsonl)
     python examples/erp_sync_job.py --down       # a failing run; exit status 1
     python examples/erp_sync_job.py --pings https://hc-ping.com/<uuid>
@@ -25,6 +30,8 @@ from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
 import appvitals
+from appvitals import health
+from appvitals.health import checks
 from appvitals.jobs import JobError, JobRun, job, retry
 
 logger = logging.getLogger("erp.article_sync")
@@ -41,7 +48,8 @@ class FakeErp:
     """An ERP article API on 127.0.0.1: ``GET /articles?offset=&limit=`` and ``/articles/count``.
 
     Every ``flaky_every``-th request fails once with 503; with ``down_from`` set, every page
-    from that offset on fails for good. Every 50th article has no EAN.
+    from that offset on fails for good. Every 50th article has no EAN. ``GET /health``
+    always answers 200 and is not counted among the requests.
     """
 
     def __init__(
@@ -55,6 +63,9 @@ class FakeErp:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
+                if url.path == "/health":
+                    self._send(200, {"status": "ok"})
+                    return
                 query = {key: int(values[0]) for key, values in parse_qs(url.query).items()}
                 with lock:
                     erp.requests += 1
@@ -113,6 +124,24 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
         raise
     except (urllib.error.URLError, TimeoutError) as error:
         raise ErpUnavailable(f"ERP unreachable: {error}") from error
+
+
+def preflight(erp_url: str) -> tuple[bool, str]:
+    """Register the ERP as a connected service, check it and measure the connection.
+
+    Returns:
+        Whether the sync may start (the ERP is ``connected`` and every test request
+        succeeded), and one line for the terminal.
+    """
+    health.register("erp", checks.http(f"{erp_url}/health", expect_status=200), timeout=2.0)
+    _, ready = health.ready_payload()
+    state = ready["services"]["erp"]
+    connection = appvitals.test_connection(f"{erp_url}/health", requests=3, timeout=2.0)
+    if connection.passed:
+        measured = f"{connection.rating}, median {connection.median_ms('total'):.1f} ms"
+    else:
+        measured = "failed: " + ", ".join(f"{e.category}/{e.type}" for e in connection.errors)
+    return state == "connected" and connection.passed, f"ERP {state}; connection {measured}"
 
 
 def sync_articles(
@@ -185,11 +214,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     appvitals.configure(service_name="erp-sync", sampler_ratio=1.0)
     down_from = args.articles // 2 if args.down else None
-    with FakeErp(args.articles, down_from=down_from) as erp:
-        run = sync_articles(erp.url, pings=args.pings)
-    print(summary(run))
-    appvitals.shutdown()
-    return 0 if run.outcome == "completed" else 1
+    try:
+        with FakeErp(args.articles, down_from=down_from) as erp:
+            ready, line = preflight(erp.url)
+            print(line)
+            if not ready:
+                return 1
+            run = sync_articles(erp.url, pings=args.pings)
+        print(summary(run))
+        return 0 if run.outcome == "completed" else 1
+    finally:
+        health.stop()
+        appvitals.shutdown()
 
 
 if __name__ == "__main__":

@@ -1078,6 +1078,44 @@ def test_erp_example_failing_run_is_classified_with_attempts(
     assert log.attributes["exception.type"] == "ErpUnavailable"
 
 
+@pytest.fixture
+def _empty_health_registry() -> Iterator[None]:
+    """The example registers its ERP check in the default registry: start and end empty."""
+    from appvitals import health
+
+    health.reset()
+    yield
+    health.reset()
+
+
+@pytest.mark.usefixtures("_empty_health_registry")
+def test_erp_example_preflight_reports_a_connected_erp(
+    erp_example: ModuleType, capture: Capture
+) -> None:
+    """The preflight's ERP check reads "connected", its connection test passes, neither is flaky."""
+    with erp_example.FakeErp(100) as erp:
+        ready, line = erp_example.preflight(erp.url)
+        assert erp.requests == 0, "health and connection-test requests are not counted as pages"
+    assert ready is True
+    assert line.startswith("ERP connected; connection ")
+    assert line.endswith(" ms")
+    assert value(capture, "appvitals.health.check.status", check__name="erp") == 1
+
+
+@pytest.mark.usefixtures("_empty_health_registry")
+def test_erp_example_preflight_stops_on_an_unreachable_erp(
+    erp_example: ModuleType, capture: Capture
+) -> None:
+    """An ERP that is gone is "disconnected", its test requests are refused: no run starts."""
+    with erp_example.FakeErp(100) as erp:
+        url = erp.url
+    ready, line = erp_example.preflight(url)
+    assert ready is False
+    assert line == "ERP disconnected; connection failed: Network/ConnectionRefused"
+    assert value(capture, "appvitals.health.check.status", check__name="erp") == 0
+    assert not capture.metric("appvitals.job.runs")
+
+
 def test_erp_example_script_exit_status_and_jsonl(tmp_path: Path) -> None:
     """The script as shipped: exit status 1 for a failed run, the run in traces.jsonl."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPVITALS_"))}
@@ -1092,6 +1130,7 @@ def test_erp_example_script_exit_status_and_jsonl(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith("ERP connected; connection "), "the preflight ran first"
     assert "ERP_ARTICLE_SYNC" in result.stdout
     assert "failed" in result.stdout
     (span,) = [s for s in read_spans(tmp_path / "data") if s.name == "job ERP_ARTICLE_SYNC"]

@@ -6,7 +6,9 @@ destinations can be reached. It never calls ``configure()``: no provider is inst
 file or folder is written.
 
 ``appvitals test URL`` measures the phases of HTTP requests to URLs and ``appvitals health
-URL`` shows a service's ``/health/detailed`` (both in ``appvitals._cli_http``).
+URL`` shows a service's ``/health/detailed`` (both in ``appvitals._cli_http``). ``appvitals
+export prometheus-rules`` and ``appvitals export grafana-dashboard`` print the operator
+artifacts of :mod:`appvitals.artifacts` (in ``appvitals._cli_export``).
 
 Each subcommand is one ``add_parser`` call in :func:`build_parser` plus a handler that takes
 the parsed arguments and returns the exit code.
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, Optional
 from urllib.parse import urlsplit
 
+from appvitals._cli_export import add_export_commands
 from appvitals._cli_http import add_http_commands
 from appvitals._config import (
     APPVITALS_EXPORTER,
@@ -165,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(handler=_run_doctor)
 
     add_http_commands(commands)  # test, health (their usage errors exit 3)
+    add_export_commands(commands)  # export prometheus-rules, export grafana-dashboard
     return parser
 
 

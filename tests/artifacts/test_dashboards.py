@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from appvitals._cli_export import dashboard_files, rules_file
 from appvitals.artifacts import grafana_dashboards, prometheus_rules, to_yaml
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -43,13 +43,20 @@ def test_dashboard_json_model_shape(service: str | None) -> None:
         assert job["current"] == {"text": service, "value": service}
 
 
-def _pretty(board: dict[str, Any]) -> str:
-    return json.dumps(board, indent=2) + "\n"
-
-
 def test_shipped_files_match_the_generator() -> None:
-    """deploy/ holds exactly what `appvitals export` generates (regenerate, do not edit)."""
-    for filename, board in grafana_dashboards().items():
-        assert (DEPLOY / "grafana" / filename).read_text() == _pretty(board), filename
+    """deploy/ holds exactly what `appvitals export` generates (regenerate, do not edit).
+
+    Regenerate with ``appvitals export prometheus-rules > deploy/appvitals-rules.yml`` and
+    ``appvitals export grafana-dashboard --output-dir deploy/grafana``.
+    """
+    files = dashboard_files()
+    assert sorted(files) == sorted(grafana_dashboards())
+    for filename, text in files.items():
+        assert (DEPLOY / "grafana" / filename).read_text() == text, filename
+    assert (
+        json.loads(files["appvitals-overview.json"])
+        == grafana_dashboards()["appvitals-overview.json"]
+    )
     rules = (DEPLOY / "appvitals-rules.yml").read_text()
+    assert rules == rules_file()
     assert rules.split("\n", 1)[1] == to_yaml(prometheus_rules())

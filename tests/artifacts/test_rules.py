@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from appvitals.artifacts import prometheus_rules, to_yaml
 
 SVC = 'job="svc"'
-
-
-def _promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("APPVITALS_REQUIRE_PROMETHEUS"):
-            pytest.fail("promtool is required here (apt-get install prometheus)")
-        pytest.skip("promtool (Debian's prometheus package) is not installed")
-    return path
 
 
 def _case(
@@ -201,9 +188,8 @@ def test_every_alert_has_a_promtool_test_and_annotations() -> None:
         assert set(alert["annotations"]) == {"summary", "description", "runbook_url"}
 
 
-def test_promtool_check_and_test_rules(tmp_path: Path) -> None:
+def test_promtool_check_and_test_rules(tmp_path: Path, promtool: str) -> None:
     """The generated rules pass promtool check rules and the per-alert unit tests."""
-    promtool = _promtool()
     rules = tmp_path / "rules.yml"
     rules.write_text(to_yaml(prometheus_rules("svc", job_max_age={"ERP_ARTICLE_SYNC": 3600})))
     check = subprocess.run(
@@ -228,9 +214,8 @@ def test_promtool_check_and_test_rules(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_shipped_prometheus_config_is_valid() -> None:
+def test_shipped_prometheus_config_is_valid(promtool: str) -> None:
     """deploy/prometheus.yml (scraping the app, loading the rules) passes promtool check config."""
-    promtool = _promtool()
     config = Path(__file__).resolve().parents[2] / "deploy" / "prometheus.yml"
     result = subprocess.run(
         [promtool, "check", "config", str(config)], capture_output=True, text=True, check=False

@@ -9,6 +9,7 @@ alert has ``summary``, ``description`` and ``runbook_url`` annotations.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,7 +42,8 @@ def prometheus_rules(
     """The rule file (as a mapping: render it with :func:`appvitals.artifacts.to_yaml`).
 
     Args:
-        service: the Prometheus ``job`` label to restrict every rule to (``None``: all).
+        service: the Prometheus ``job`` label to restrict every rule to (``None``: all
+            services; quotes and backslashes in it are escaped).
         availability_slo: share of requests that must not fail with 5xx.
         latency_slo: share of requests that must be faster than ``latency_threshold``.
         latency_threshold: seconds; must be a bucket bound of
@@ -58,7 +60,7 @@ def prometheus_rules(
         >>> [group["name"] for group in rules["groups"]]
         ['appvitals-recording', 'appvitals-slo', 'appvitals-alerts']
     """
-    sel = f'job="{service}"' if service else ""
+    sel = f"job={_string(service)}" if service else ""
     ctx = _Context(sel, runbook_base)
     groups = [
         {"name": "appvitals-recording", "rules": _recording(ctx)},
@@ -76,6 +78,11 @@ def prometheus_rules(
         },
     ]
     return {"groups": groups}
+
+
+def _string(value: str) -> str:
+    """``value`` as a PromQL string literal (a JSON string is one: same quotes and escapes)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 class _Context:

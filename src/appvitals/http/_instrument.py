@@ -295,6 +295,8 @@ class _Call:
             _errors().add(
                 1, {"category": found.category, "type": found.type, "server.address": self.host}
             )
+        if len(self.attempts) > 1:  # the retry transport's attempts beyond the first
+            _retries().add(len(self.attempts) - 1, {"server.address": self.host})
 
         if span.is_recording():
             self._annotate(span, attributes, intervals, phases, error, found)
@@ -434,6 +436,14 @@ def _errors() -> metrics.Counter:
         "appvitals.http.client.errors",
         unit="{error}",
         description="Failed HTTP client calls by error category and type.",
+    )
+
+
+def _retries() -> metrics.Counter:
+    return metrics.counter(
+        "appvitals.http.client.retries",
+        unit="{retry}",
+        description="Retries of HTTP client calls (attempts after the first) by server.",
     )
 
 
