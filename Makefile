@@ -4,11 +4,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo test lint typecheck pytest docs clean
+.PHONY: help venv demo test lint typecheck pytest docs bench bench-guard clean
 
 help:
 	@echo "make demo   run an instrumented example app and summarise its telemetry"
 	@echo "make test   lint, type-check and run the test suite with coverage"
+	@echo "make bench  the side-by-side load benchmark and the micro-benchmarks (docs/benchmarks.md)"
+	@echo "make bench-guard  fail when appvitals adds more than 2 % to a /work request"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +43,16 @@ docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --quiet --site-dir site
 
 test: lint typecheck pytest docs
+
+# Instructions per /work request under valgrind's callgrind: stable on a shared machine.
+bench-guard: $(STAMP)
+	$(BIN)/python benchmarks/guard.py
+
+# Needs Debian's wrk; installs the pinned alternatives (Sentry, ddtrace, OTel contrib).
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
+	$(BIN)/python benchmarks/load.py
+	$(BIN)/python benchmarks/micro.py
 
 clean:
 	rm -rf $(VENV) appvitals-data .coverage* htmlcov dist build

@@ -1,0 +1,83 @@
+"""The FastAPI benchmark app; ``BENCH_CONFIG`` picks the instrumentation (bench_common.CONFIGS).
+
+Run by ``benchmarks/load.py`` as ``uvicorn --app-dir benchmarks/apps fastapi_app:app``.
+Endpoints as in flask_app.py: ``/fast``, ``/work`` and ``/call``.
+
+FastAPI ≥ 0.160 has native OpenTelemetry telemetry. It is left at its default everywhere
+except ``otel``, ``sentry`` and ``ddtrace``, where it is switched off so that each tool is
+measured alone: in ``bare`` no provider is installed, so it stays inert; in ``appvitals``
+it is what emits the server spans and RED metrics through the providers appvitals set up.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import bench_common
+
+if bench_common.CONFIG == "ddtrace":
+    # ddtrace reads its settings when it is imported, and ddtrace.auto must run before
+    # fastapi, starlette and httpx are imported: it patches them as they load.
+    os.environ.setdefault("DD_TRACE_AGENT_URL", bench_common.SINK)
+    # ddtrace 4 ignores DD_TRACE_SAMPLE_RATE; a sampling rule is how it takes a ratio now.
+    os.environ.setdefault("DD_TRACE_SAMPLING_RULES", '[{"sample_rate": 0.1}]')
+    os.environ.setdefault("DD_TRACE_SAMPLE_RATE", "0.1")
+    os.environ.setdefault("DD_SERVICE", "bench-fastapi")
+    import ddtrace.auto  # noqa: F401
+
+import httpx
+from fastapi import FastAPI, Response
+
+CONFIG = bench_common.CONFIG
+SERVICE = "bench-fastapi"
+
+telemetry: Any = None  # FastAPI's default
+if CONFIG in ("appvitals", "appvitals100"):
+    bench_common.appvitals_configure(SERVICE)
+elif CONFIG == "otel":
+    bench_common.otel_providers(SERVICE)
+elif CONFIG == "sentry":
+    bench_common.sentry_init()
+if CONFIG in ("otel", "sentry", "ddtrace"):
+    telemetry = {"tracing": False, "metrics": False, "logs": False}
+
+app = FastAPI(telemetry=telemetry)
+database = bench_common.make_database()
+# One pooled client per worker, as a real service keeps it: /call measures the call, not
+# the TCP handshake.
+client = httpx.AsyncClient(timeout=5.0)
+
+
+@app.get("/fast")
+async def fast() -> dict[str, object]:
+    return {"status": "ok", "items": 3}
+
+
+# async def although it blocks: the work is pure CPU under the GIL, so running it on the
+# event loop costs no throughput with one worker, and it keeps every request on one
+# thread (a thread-pool hop per request would add its own cost and noise to the numbers).
+@app.get("/work")
+async def work() -> Response:
+    return Response(bench_common.work(database), media_type="application/json")
+
+
+@app.get("/call")
+async def call() -> dict[str, object]:
+    response = await client.get(bench_common.UPSTREAM)
+    return {"upstream": response.json(), "status": response.status_code}
+
+
+if CONFIG in ("appvitals", "appvitals100"):
+    import appvitals
+
+    appvitals.instrument_fastapi(app)
+    if bench_common.INSTRUMENT_HTTPX:  # spans, phases and captures on /call
+        appvitals.http.instrument_client(client)
+elif CONFIG == "otel":
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    FastAPIInstrumentor.instrument_app(app)
+    if bench_common.INSTRUMENT_HTTPX:
+        HTTPXClientInstrumentor().instrument_client(client)
