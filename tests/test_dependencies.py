@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -18,6 +15,7 @@ from appvitals._safety import internal_error_counts
 from appvitals.dependencies import peer_service, set_peer_services
 from appvitals.prometheus import metrics_text
 from appvitals.testing import Capture
+from example_runner import run_example
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CLIENT, SERVER = 3, 2
@@ -197,17 +195,7 @@ def test_an_error_in_the_callee_is_an_error_in_both_services(capture: Capture) -
 
 def test_two_services_script_prints_the_edges(tmp_path: Path) -> None:
     """`python examples/two_services.py` runs and finds two good calls and one failed call."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPVITALS_"))}
-    env["APPVITALS_JSONL_DIR"] = str(tmp_path / "data")
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "two_services.py")],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_example("two_services.py", tmp_path, APPVITALS_JSONL_DIR=str(tmp_path / "data"))
     assert result.returncode == 0, result.stderr
     assert "edge: shop -> inventory (GET /stock/<sku>, ok) x2" in result.stdout
     assert "edge: shop -> inventory (GET /stock/<sku>, error) x1" in result.stdout

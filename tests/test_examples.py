@@ -15,22 +15,18 @@ from pathlib import Path
 import pytest
 
 from appvitals.testing import read_logs, read_metrics, read_spans
+from example_runner import run_example
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def test_demo_emits_and_summarises(tmp_path: Path) -> None:
     """The demo exports spans, metrics and logs to jsonl and prints the summary."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPVITALS_"))}
-    env.update({"APPVITALS_DEMO_SECONDS": "2", "APPVITALS_JSONL_DIR": str(tmp_path / "data")})
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "demo.py")],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_example(
+        "demo.py",
+        tmp_path,
+        APPVITALS_DEMO_SECONDS="2",
+        APPVITALS_JSONL_DIR=str(tmp_path / "data"),
     )
     assert result.returncode == 0, result.stderr
     assert "Slowest spans:" in result.stdout
@@ -58,23 +54,13 @@ def test_heartbeat_service_emits_seed_004_signals(tmp_path: Path) -> None:
     """Run for a few seconds, the heartbeat example exports every metric and span of seed 004."""
     from appvitals.prometheus import metric_name
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPVITALS_"))}
-    env.update(
-        {
-            "HEARTBEAT_DEMO_SECONDS": "3",
-            "HEARTBEAT_PORT": "0",
-            "APPVITALS_EXPORTER": "jsonl",
-            "APPVITALS_JSONL_DIR": str(tmp_path / "data"),
-        }
-    )
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "heartbeat_service.py")],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_example(
+        "heartbeat_service.py",
+        tmp_path,
+        HEARTBEAT_DEMO_SECONDS="3",
+        HEARTBEAT_PORT="0",
+        APPVITALS_EXPORTER="jsonl",
+        APPVITALS_JSONL_DIR=str(tmp_path / "data"),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     spans = {s.name for s in read_spans(tmp_path / "data")}

@@ -6,10 +6,7 @@ import asyncio
 import importlib.util
 import inspect
 import logging
-import os
 import pickle
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -38,6 +35,7 @@ from appvitals.jobs import (
     retry,
 )
 from appvitals.testing import Capture, MetricPoint, read_spans
+from example_runner import run_example
 
 ERROR = 2  # OTLP StatusCode.STATUS_CODE_ERROR
 UNSET = 0
@@ -1118,16 +1116,14 @@ def test_erp_example_preflight_stops_on_an_unreachable_erp(
 
 def test_erp_example_script_exit_status_and_jsonl(tmp_path: Path) -> None:
     """The script as shipped: exit status 1 for a failed run, the run in traces.jsonl."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPVITALS_"))}
-    env.update({"APPVITALS_EXPORTER": "jsonl", "APPVITALS_JSONL_DIR": str(tmp_path / "data")})
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "erp_sync_job.py"), "--articles", "300", "--down"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_example(
+        "erp_sync_job.py",
+        tmp_path,
+        "--articles",
+        "300",
+        "--down",
+        APPVITALS_EXPORTER="jsonl",
+        APPVITALS_JSONL_DIR=str(tmp_path / "data"),
     )
     assert result.returncode == 1, result.stderr
     assert result.stdout.startswith("ERP connected; connection "), "the preflight ran first"

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "http_client.py"
+from example_runner import run_example
 
 
 def test_http_client_example(tmp_path: Path) -> None:
     """The example prints every call's attempts and the masked captures of the failed ones."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPVITALS_"))}
-    env["APPVITALS_EXPORTER"] = "none"
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLE)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_example("http_client.py", tmp_path, APPVITALS_EXPORTER="none")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "attempts: #1 503, #2 200" in out
