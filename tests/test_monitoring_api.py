@@ -379,3 +379,23 @@ def test_metrics_endpoint_negotiates_openmetrics(capture: Capture, framework: st
     assert classic.headers["Content-Type"].startswith("text/plain")
     body = classic.data if framework == "flask" else classic.content
     assert b"# EOF" not in body
+
+
+def test_a_broken_request_body_is_answered_not_raised(capture: Capture) -> None:
+    """A WSGI input stream that fails while read gives a 400 and an internal-error count."""
+    from appvitals._safety import internal_error_counts
+
+    class Broken:
+        def read(self, size: int = -1) -> bytes:
+            raise OSError("client went away")
+
+    app = Flask("heartbeat")
+    appvitals.instrument_flask(app, monitoring_api=True)
+    response = app.test_client().post(
+        "/api/monitoring/trace",
+        data=b"{}",
+        content_type="application/json",
+        environ_overrides={"wsgi.input": Broken()},
+    )
+    assert response.status_code == 400
+    assert internal_error_counts().get("monitoring request body") == 1

@@ -260,15 +260,18 @@ async def _endpoint_request(scope: Scope, receive: Receive) -> EndpointRequest:
         chunks: list[bytes] = []
         size = 0
         more = True
-        # Stop one byte over the limit: enough to answer 413 without reading it all.
-        while more and size <= MAX_BYTES:
-            message = await receive()
-            if message.get("type") != "http.request":
-                break
-            chunk = message.get("body", b"")
-            chunks.append(chunk)
-            size += len(chunk)
-            more = message.get("more_body", False)
+        try:
+            # Stop one byte over the limit: enough to answer 413 without reading it all.
+            while more and size <= MAX_BYTES:
+                message = await receive()
+                if message.get("type") != "http.request":
+                    break
+                chunk = message.get("body", b"")
+                chunks.append(chunk)
+                size += len(chunk)
+                more = message.get("more_body", False)
+        except Exception as error:  # a broken receive channel: what arrived is the body
+            report_internal_error("monitoring request body", error)
         body = b"".join(chunks)
     client = scope.get("client")
     return EndpointRequest(

@@ -226,8 +226,10 @@ def _endpoint_request(environ: dict[str, Any]) -> EndpointRequest:
         from appvitals.monitoring_api import MAX_BYTES
 
         stream = environ.get("wsgi.input")
-        # One byte over the limit is enough to answer 413.
-        body = stream.read(MAX_BYTES + 1) if stream is not None else b""
+        try:  # one byte over the limit is enough to answer 413
+            body = stream.read(MAX_BYTES + 1) if stream is not None else b""
+        except Exception as error:  # a broken input stream: answered as an empty body (400)
+            report_internal_error("monitoring request body", error)
     return EndpointRequest(
         accept=environ.get("HTTP_ACCEPT"),
         content_type=environ.get("CONTENT_TYPE"),
