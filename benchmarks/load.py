@@ -1,15 +1,19 @@
 """Load benchmark: appvitals side by side with a bare app, OpenTelemetry contrib, Sentry, ddtrace.
 
-``.venv/bin/python benchmarks/load.py`` prints one table (``--quick`` for a ~2 minute smoke).
+``.venv/bin/python benchmarks/load.py`` prints one table (``--quick`` for a ~3 minute smoke).
 
-For each framework (Flask on gunicorn, one sync worker; FastAPI on uvicorn, one worker), each
-configuration (``BENCH_CONFIG``, see ``apps/bench_common.py``) and each endpoint, the server
-runs pinned to core 0 and ``wrk -t1 -c4`` pinned to core 1 drives it (a Python client when
-wrk is missing). Measured per run: requests/s, the server's CPU time per request (user +
-system time of the server and its workers, from ``/proc/<pid>/stat``, divided by the
-requests served) and wrk's p50/p99 latency. Repetitions are interleaved — each repetition
-starts every configuration afresh, in a rotated order — and the table shows medians and the
-difference to ``bare``. Everything listens on 127.0.0.1 only; every run is bounded in time.
+For each framework (Flask on gunicorn, one sync worker; FastAPI on uvicorn, one worker) every
+configuration (``BENCH_CONFIG``, see ``apps/bench_common.py``) runs in its own server at the
+same time, all pinned to core 0, plus a second bare server ("bare-again", the noise floor).
+``wrk -t1 -c4`` pinned to core 1 (a Python client when wrk is missing) then drives one server
+at a time in short bursts, round after round, in a rotated order: a configuration is always
+compared with the bare app measured seconds earlier, so the slow drifts of a shared virtual
+machine (steal time, neighbours) cancel out of the paired differences. Measured per burst:
+requests/s, the server's CPU time per request (the nanosecond run time of every thread of
+the server and its workers, from ``/proc/<pid>/task/<tid>/schedstat``, divided by the
+requests served) and wrk's p50/p99 latency. The table shows medians over the rounds and,
+against bare, the median and interquartile range of the per-round differences. Everything
+listens on 127.0.0.1 only; every run is bounded in time.
 """
 
 from __future__ import annotations
@@ -163,14 +167,19 @@ def process_tree(root: int) -> list[int]:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of ``pids`` (all their threads included)."""
-    ticks = 0
+    """CPU time of ``pids``, all their threads included, to the nanosecond.
+
+    ``/proc/<pid>/task/<tid>/schedstat`` starts with the time the thread has run, in
+    nanoseconds; ``/proc/<pid>/stat`` counts clock ticks (10 ms), too coarse for a burst of
+    a second. A thread that ended since the last reading is not counted.
+    """
+    nanoseconds = 0
     for pid in pids:
-        fields = _stat_fields(pid)
-        if fields is not None:
-            # After the command name: state=0, ppid=1, ... utime=11, stime=12.
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLOCK_TICKS
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    nanoseconds += int((task / "schedstat").read_text().split()[0])
+    return nanoseconds / 1e9
 
 
 # --- servers ---------------------------------------------------------------------------
@@ -179,9 +188,12 @@ def cpu_seconds(pids: list[int]) -> float:
 class Server:
     """One benchmark app in its server, pinned to the server core; stopped by its PID."""
 
-    def __init__(self, framework: str, config: str, sink: str, upstream: str) -> None:
+    def __init__(
+        self, framework: str, config: str, sink: str, upstream: str, label: str | None = None
+    ) -> None:
         self.framework = framework
         self.config = config
+        self.label = label or config
         self.port = free_port()
         bind = f"127.0.0.1:{self.port}"
         if framework == "flask":
@@ -212,7 +224,7 @@ class Server:
             if not name.startswith(("OTEL_", "APPVITALS_", "DD_", "SENTRY_", "BENCH_"))
         }
         env.update(BENCH_CONFIG=config, BENCH_SINK=sink, BENCH_UPSTREAM=upstream)
-        self.log_path = Path(f"/tmp/appvitals-bench-{framework}-{config}-{self.port}.log")
+        self.log_path = Path(f"/tmp/appvitals-bench-{framework}-{self.label}-{self.port}.log")
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             pinned(SERVER_CORE, command), env=env, stdout=self._log, stderr=subprocess.STDOUT
@@ -405,6 +417,7 @@ def own_seconds() -> float:
 
 
 def measure_once(server: Server, url: str, duration: float, sink_pids: list[int]) -> dict[str, Any]:
+    """One burst of load on ``server``: requests/s, CPU per request, latencies."""
     pids = server.pids()
     before = cpu_seconds(pids), cpu_seconds(sink_pids), own_seconds(), machine_busy_seconds()
     result = drive(url, duration)
@@ -419,76 +432,67 @@ def measure_once(server: Server, url: str, duration: float, sink_pids: list[int]
     return result
 
 
-def measure(
-    server: Server, endpoint: str, args: argparse.Namespace, sink_pids: list[int]
-) -> dict[str, Any]:
-    """One sample; measured again (at most ``--attempts`` times) while others load the box."""
-    url = f"http://127.0.0.1:{server.port}{endpoint}"
-    best: dict[str, Any] | None = None
-    for attempt in range(1, args.attempts + 1):
-        if args.warmup > 0:
-            drive(url, args.warmup)
-        sample = measure_once(server, url, args.duration, sink_pids)
-        sample["attempts"] = attempt
-        if best is None or sample["other_cores"] < best["other_cores"]:
-            best = sample
-        if sample["other_cores"] <= args.max_other or attempt == args.attempts:
-            break
-        log(f"    other processes used {sample['other_cores']:.2f} cores: measuring again")
-        time.sleep(3)
-    assert best is not None
-    return best
-
-
 # --- report ----------------------------------------------------------------------------
 
+NOISE = "bare-again"  # the second bare server: what "no difference" measures as
 
-def median(samples: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(sample[key] for sample in samples)
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """First quartile, median and third quartile (linear interpolation; one value: itself)."""
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    first, _, third = statistics.quantiles(values, n=4, method="inclusive")
+    return first, statistics.median(values), third
 
 
 def summarise(
     results: dict[tuple[str, str, str], list[dict[str, Any]]],
     frameworks: list[str],
     endpoints: list[str],
-    configs: list[str],
+    labels: list[str],
 ) -> list[dict[str, Any]]:
+    """One row per framework, endpoint and configuration; differences paired by round."""
     rows = []
     for framework in frameworks:
         for endpoint in endpoints:
-            bare = results.get((framework, endpoint, "bare"))
-            for config in configs:
-                samples = results.get((framework, endpoint, config))
+            bare = {s["round"]: s for s in results.get((framework, endpoint, "bare"), [])}
+            for label in labels:
+                samples = results.get((framework, endpoint, label))
                 if not samples:
                     continue
-                cpus = [sample["cpu_us_per_request"] for sample in samples]
                 row: dict[str, Any] = {
                     "framework": framework,
                     "endpoint": endpoint,
-                    "config": config,
+                    "config": label,
                     "runs": len(samples),
-                    "rps": median(samples, "rps"),
-                    "cpu_us": statistics.median(cpus),
-                    "cpu_us_spread": max(cpus) - min(cpus),
-                    "p50_ms": median(samples, "p50_ms"),
-                    "p99_ms": median(samples, "p99_ms"),
-                    "errors": sum(sample["errors"] for sample in samples),
-                    "other_cores": median(samples, "other_cores"),
+                    "rps": statistics.median(s["rps"] for s in samples),
+                    "cpu_us": statistics.median(s["cpu_us_per_request"] for s in samples),
+                    "p50_ms": statistics.median(s["p50_ms"] for s in samples),
+                    "p99_ms": statistics.median(s["p99_ms"] for s in samples),
+                    "errors": sum(s["errors"] for s in samples),
+                    "other_cores": statistics.median(s["other_cores"] for s in samples),
                 }
-                if bare and config != "bare":
-                    bare_cpu = statistics.median(s["cpu_us_per_request"] for s in bare)
-                    bare_rps = median(bare, "rps")
-                    row["delta_cpu_us"] = row["cpu_us"] - bare_cpu
-                    row["delta_cpu_pct"] = 100 * (row["cpu_us"] / bare_cpu - 1)
-                    row["delta_rps_pct"] = 100 * (row["rps"] / bare_rps - 1)
+                paired = [(s, bare[s["round"]]) for s in samples if s["round"] in bare]
+                if label != "bare" and paired:
+                    pct = [
+                        100 * (s["cpu_us_per_request"] / b["cpu_us_per_request"] - 1)
+                        for s, b in paired
+                    ]
+                    extra = [s["cpu_us_per_request"] - b["cpu_us_per_request"] for s, b in paired]
+                    row["delta_pct_q1"], row["delta_cpu_pct"], row["delta_pct_q3"] = quartiles(pct)
+                    row["delta_cpu_us"] = statistics.median(extra)
+                    row["delta_rps_pct"] = statistics.median(
+                        100 * (s["rps"] / b["rps"] - 1) for s, b in paired
+                    )
                 rows.append(row)
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     header = (
-        f"{'framework':<9} {'endpoint':<8} {'config':<13} {'req/s':>8} {'vs bare':>8} "
-        f"{'CPU µs/req':>11} {'±':>5} {'vs bare':>14} {'p50 ms':>7} {'p99 ms':>7} {'others':>6}"
+        f"{'framework':<9} {'endpoint':<8} {'config':<13} {'req/s':>7} {'vs bare':>8} "
+        f"{'CPU µs/req':>10} {'extra µs':>8} {'extra CPU':>9} {'IQR':>15} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'others':>6}"
     )
     lines = [header, "-" * len(header)]
     previous = None
@@ -498,15 +502,17 @@ def table(rows: list[dict[str, Any]]) -> str:
             lines.append("")
         previous = group
         if "delta_cpu_us" in row:
-            rps_delta = f"{row['delta_rps_pct']:+.1f} %"
-            cpu_delta = f"{row['delta_cpu_us']:+.0f} µs ({row['delta_cpu_pct']:+.0f}%)"
+            rps_delta = f"{row['delta_rps_pct']:+.1f}%"
+            extra_us = f"{row['delta_cpu_us']:+.0f}"
+            extra_pct = f"{row['delta_cpu_pct']:+.1f}%"
+            spread = f"{row['delta_pct_q1']:+.1f}..{row['delta_pct_q3']:+.1f}%"
         else:
-            rps_delta = cpu_delta = ""
+            rps_delta = extra_us = extra_pct = spread = ""
         errors = f"  {row['errors']} errors" if row["errors"] else ""
         lines.append(
             f"{row['framework']:<9} {row['endpoint']:<8} {row['config']:<13} "
-            f"{row['rps']:>8.0f} {rps_delta:>8} {row['cpu_us']:>11.0f} "
-            f"{row['cpu_us_spread'] / 2:>5.0f} {cpu_delta:>14} "
+            f"{row['rps']:>7.0f} {rps_delta:>8} {row['cpu_us']:>10.0f} {extra_us:>8} "
+            f"{extra_pct:>9} {spread:>15} "
             f"{row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} {row['other_cores']:>6.2f}{errors}"
         )
     return "\n".join(lines)
@@ -527,28 +533,21 @@ def available(framework: str, config: str) -> str | None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, help="seconds measured per run (default 5)")
-    parser.add_argument("--warmup", type=float, help="seconds of load before each run (1)")
-    parser.add_argument("--repetitions", type=int, help="interleaved repetitions (default 3)")
+    parser.add_argument("--duration", type=float, help="seconds measured per burst (default 2)")
+    parser.add_argument("--warmup", type=float, help="seconds of load before each burst (0.5)")
+    parser.add_argument("--rounds", type=int, help="bursts per configuration (default 9)")
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated")
     parser.add_argument("--endpoints", default=",".join(ENDPOINTS), help="comma-separated")
     parser.add_argument("--json", type=Path, help="also write every sample to this file")
     parser.add_argument(
-        "--max-other",
-        type=float,
-        default=0.15,
-        help="measure again when other processes used more cores than this (0.15)",
-    )
-    parser.add_argument("--attempts", type=int, default=3, help="at most this many tries (3)")
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 2 s runs, 1 repetition (~2 minutes)"
+        "--quick", action="store_true", help="smoke run: 1 s bursts, 2 rounds (~3 minutes)"
     )
     args = parser.parse_args(argv)
     quick = args.quick
-    args.duration = args.duration or (2.0 if quick else 5.0)
-    args.warmup = args.warmup if args.warmup is not None else (0.5 if quick else 1.0)
-    args.repetitions = args.repetitions or (1 if quick else 3)
+    args.duration = args.duration or (1.0 if quick else 2.0)
+    args.warmup = args.warmup if args.warmup is not None else (0.3 if quick else 0.5)
+    args.rounds = args.rounds or (2 if quick else 9)
     args.frameworks = [name for name in args.frameworks.split(",") if name]
     args.configs = [name for name in args.configs.split(",") if name]
     args.endpoints = [
@@ -586,43 +585,48 @@ def make_plan(args: argparse.Namespace) -> tuple[dict[str, list[str]], list[str]
 Results = dict[tuple[str, str, str], list[dict[str, Any]]]
 
 
-def run_all(
-    args: argparse.Namespace, plan: dict[str, list[str]], sink: Sink
-) -> tuple[Results, dict[str, dict[str, int]]]:
-    """Every repetition, framework, configuration and endpoint, interleaved."""
-    results: Results = {}
+def run_framework(
+    framework: str, configs: list[str], args: argparse.Namespace, sink: Sink, results: Results
+) -> dict[str, dict[str, int]]:
+    """Every configuration of ``framework`` served at once, measured in rotated bursts."""
+    labels = [*configs, NOISE]
+    servers: dict[str, Server] = {}
     received: dict[str, dict[str, int]] = {}
     started = time.monotonic()
-    for repetition in range(args.repetitions):
-        frameworks = args.frameworks if repetition % 2 == 0 else args.frameworks[::-1]
-        for framework in frameworks:
-            configs = plan[framework]
-            # Rotated so that no configuration always runs first or right after another.
-            shift = repetition % max(1, len(configs))
-            for config in configs[shift:] + configs[:shift]:
-                before = sink.received()
-                server = Server(framework, config, sink.url, sink.upstream)
-                try:
-                    server.wait_ready()
-                    for endpoint in args.endpoints:
-                        sample = measure(server, endpoint, args, sink.pids())
-                        sample["repetition"] = repetition
-                        results.setdefault((framework, endpoint, config), []).append(sample)
-                        log(
-                            f"[{time.monotonic() - started:5.0f} s] rep {repetition + 1} "
-                            f"{framework:<7} {config:<12} {endpoint:<5} "
-                            f"{sample['rps']:7.0f} req/s {sample['cpu_us_per_request']:6.0f} "
-                            f"µs/req, server CPU {sample['cpu_utilisation']:.0%}, "
-                            f"others {sample['other_cores']:.2f} cores"
-                        )
-                finally:
-                    server.stop()
-                counts = received.setdefault(f"{framework}/{config}", {})
-                for key, value in sink.received().items():
-                    delta = value - before.get(key, 0)
-                    if delta:
-                        counts[key] = counts.get(key, 0) + delta
-    return results, received
+    try:
+        for label in labels:
+            config = "bare" if label == NOISE else label
+            servers[label] = Server(framework, config, sink.url, sink.upstream, label)
+        for server in servers.values():
+            server.wait_ready()
+        before = sink.received()
+        for endpoint in args.endpoints:
+            for server in servers.values():  # warm every server up on this endpoint
+                drive(f"http://127.0.0.1:{server.port}{endpoint}", max(1.0, args.warmup))
+            for round_ in range(args.rounds):
+                shift = round_ % len(labels)  # no configuration always first or after another
+                for label in labels[shift:] + labels[:shift]:
+                    server = servers[label]
+                    url = f"http://127.0.0.1:{server.port}{endpoint}"
+                    if args.warmup > 0:
+                        drive(url, args.warmup)
+                    sample = measure_once(server, url, args.duration, sink.pids())
+                    sample["round"] = round_
+                    results.setdefault((framework, endpoint, label), []).append(sample)
+                    log(
+                        f"[{time.monotonic() - started:5.0f} s] {framework:<7} {endpoint:<5} "
+                        f"round {round_ + 1}/{args.rounds} {label:<12} {sample['rps']:7.0f} "
+                        f"req/s {sample['cpu_us_per_request']:6.0f} µs/req, "
+                        f"others {sample['other_cores']:.2f} cores"
+                    )
+        # The sink cannot tell the servers apart; what arrived is the framework's total.
+        for key, value in sink.received().items():
+            if value - before.get(key, 0):
+                received.setdefault(framework, {})[key] = value - before.get(key, 0)
+    finally:
+        for server in servers.values():
+            server.stop()
+    return received
 
 
 def report(
@@ -640,22 +644,24 @@ def report(
         "versions: " + ", ".join(f"{name} {version}" for name, version in found["versions"].items())
     )
     print(
-        f"settings: {args.duration:g} s per run after {args.warmup:g} s warm-up, "
-        f"{args.repetitions} interleaved repetitions, {CONNECTIONS} connections; server on "
-        f"core {SERVER_CORE}, load generator on core {CLIENT_CORE}"
+        f"settings: every configuration served at once, {args.rounds} rounds of "
+        f"{args.duration:g} s bursts (after {args.warmup:g} s of warm-up load) per "
+        f"configuration and endpoint, rotated; {CONNECTIONS} connections; servers on core "
+        f"{SERVER_CORE}, load generator on core {CLIENT_CORE}"
     )
     print(
-        "columns: medians over repetitions; CPU µs/req = server user+system CPU / requests "
-        "(± half the range over repetitions); vs bare = difference to the bare app; "
-        "others = cores used by other processes on the machine during the run"
+        "columns: medians over rounds; CPU µs/req = CPU time of the server's threads / "
+        "requests; extra = paired difference to the bare burst of the same round (median, "
+        f"and IQR = its interquartile range); {NOISE} = a second bare server, the noise "
+        "floor; others = cores used by other processes during the burst"
     )
     print()
     print(table(rows))
     print()
-    print("telemetry received by the null sink (requests, all repetitions):")
+    print("telemetry received by the null sink (requests, all configurations):")
     for name, counts in received.items():
         shown = ", ".join(f"{key} x{value}" for key, value in sorted(counts.items())) or "none"
-        print(f"  {name:<20} {shown}")
+        print(f"  {name:<8} {shown}")
     for line in skipped:
         print(f"skipped {line}")
 
@@ -664,15 +670,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     found = {"machine": machine(), "versions": versions()}
     plan, skipped = make_plan(args)
-    runs = sum(len(configs) for configs in plan.values()) * args.repetitions
-    estimate = runs * (len(args.endpoints) * (args.duration + args.warmup) + 3)
-    log(f"{runs} server starts, about {estimate / 60:.0f} minutes")
+    bursts = sum(len(configs) + 1 for configs in plan.values()) * len(args.endpoints)
+    estimate = bursts * (args.rounds * (args.duration + args.warmup + 0.3) + 1.5) + 20
+    log(f"{bursts * args.rounds} bursts, about {estimate / 60:.0f} minutes")
     sink = Sink(max_seconds=estimate * 2 + 600)
+    results: Results = {}
+    received: dict[str, dict[str, int]] = {}
     try:
-        results, received = run_all(args, plan, sink)
+        for framework in args.frameworks:
+            received.update(run_framework(framework, plan[framework], args, sink, results))
     finally:
         sink.stop()
-    rows = summarise(results, args.frameworks, args.endpoints, args.configs)
+    labels = [*args.configs, NOISE]
+    rows = summarise(results, args.frameworks, args.endpoints, labels)
     report(args, rows, received, skipped, found)
     if args.json:
         document = {
@@ -680,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": {
                 "duration": args.duration,
                 "warmup": args.warmup,
-                "repetitions": args.repetitions,
+                "rounds": args.rounds,
                 "connections": CONNECTIONS,
             },
             "summary": rows,

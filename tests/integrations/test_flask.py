@@ -208,3 +208,39 @@ def test_unsampled_requests_still_measured() -> None:
         assert response.headers["X-Correlation-ID"]
         assert capture.spans() == []
         assert capture.metric("http.server.request.duration")[0].value == 1
+
+
+def test_active_requests_counts_requests_in_flight(capture: Capture) -> None:
+    """http.server.active_requests is 1 while a request runs, for every instrumented app.
+
+    It is an observable up-down counter fed by the middleware (issue 9: two SDK
+    measurements per request were a sixth of the overhead budget); two apps instrumented
+    under one provider share it.
+    """
+    seen: list[float] = []
+
+    def in_flight() -> float:
+        points = capture.metric("http.server.active_requests")
+        return sum(point.value for point in points if point.attributes["url.scheme"] == "http")
+
+    first, second = Flask("first"), Flask("second")
+
+    @first.get("/inside")
+    def inside() -> str:
+        seen.append(in_flight())
+        return "ok"
+
+    @second.get("/nested")
+    def nested() -> str:
+        seen.append(in_flight())
+        first.test_client().get("/inside")  # a second request while this one runs
+        return "ok"
+
+    appvitals.instrument_flask(first)
+    appvitals.instrument_flask(second)
+    assert second.test_client().get("/nested").status_code == 200
+    assert seen == [1, 2]
+    (point,) = capture.metric("http.server.active_requests")
+    assert point.attributes == {"http.request.method": "GET", "url.scheme": "http"}
+    assert point.value == 0
+    assert (point.kind, point.is_monotonic) == ("sum", False)

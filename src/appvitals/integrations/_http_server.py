@@ -16,13 +16,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from appvitals._context import _fields, is_valid_correlation_id, new_correlation_id
@@ -157,6 +160,61 @@ def endpoint_response(
     return status, headers, body
 
 
+class ActiveRequests:
+    """``http.server.active_requests``: requests in flight, counted here, observed on collection.
+
+    Recording an up-down counter through the SDK costs two measurements per request, about
+    14 µs with the OTLP and Prometheus readers (``docs/benchmarks.md``), a sixth of the
+    budget. Here a request costs two dictionary updates under a lock, and an observable
+    up-down counter — the same non-monotonic sum on export — reports the counts when a
+    reader collects. Every application instrumented through one meter shares one instance
+    (:func:`active_requests`), because the SDK keeps the first callback of an instrument
+    name.
+    """
+
+    MAX_SERIES = 64  # (method, scheme) pairs; a method outside the known ones is "_OTHER"
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
+        meter.create_observable_up_down_counter(
+            "http.server.active_requests",
+            callbacks=[self.observe],
+            unit="{request}",
+            description="Number of active HTTP server requests.",
+        )
+
+    def add(self, key: tuple[str, str], delta: int) -> None:
+        """Count ``delta`` requests of ``key`` = (method, scheme)."""
+        with self._lock:
+            counts = self._counts
+            if key not in counts and len(counts) >= self.MAX_SERIES:
+                key = (key[0], "_OTHER")
+            counts[key] = counts.get(key, 0) + delta
+
+    def observe(self, _options: CallbackOptions) -> list[Observation]:
+        """The counts, one observation per (method, scheme) seen (zeros included)."""
+        with self._lock:
+            items = list(self._counts.items())
+        return [
+            Observation(count, {"http.request.method": method, "url.scheme": scheme})
+            for (method, scheme), count in items
+        ]
+
+
+_active_by_meter: weakref.WeakKeyDictionary[Any, ActiveRequests] = weakref.WeakKeyDictionary()
+_active_lock = threading.Lock()
+
+
+def active_requests(meter: metrics.Meter) -> ActiveRequests:
+    """The :class:`ActiveRequests` of ``meter`` (created, and its instrument registered, once)."""
+    with _active_lock:
+        active = _active_by_meter.get(meter)
+        if active is None:
+            active = _active_by_meter[meter] = ActiveRequests(meter)
+        return active
+
+
 class ServerTelemetry:
     """The instruments and the request lifecycle of one instrumented application."""
 
@@ -179,11 +237,7 @@ class ServerTelemetry:
             description="Duration of HTTP server requests.",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
         )
-        self.active = meter.create_up_down_counter(
-            "http.server.active_requests",
-            unit="{request}",
-            description="Number of active HTTP server requests.",
-        )
+        self.active = active_requests(meter)
         self.replaced = meter.create_counter(
             "appvitals.http.server.correlation_id.replaced",
             unit="{request}",
@@ -197,7 +251,6 @@ class ServerTelemetry:
             self.response_size = meter.create_histogram(
                 "http.server.response.body.size", unit="By", description="Response body size."
             )
-        self._active_attributes: dict[tuple[str, str], Mapping[str, str]] = {}
 
     def correlation_id(self, incoming: str | None) -> str:
         """The incoming id when valid, else a new one (counting the rejected ones)."""
@@ -227,13 +280,6 @@ class ServerTelemetry:
         if method not in _KNOWN_METHODS:
             method = "_OTHER"
         key = (method, scheme)
-        active_attributes = self._active_attributes.get(key)
-        if active_attributes is None:
-            active_attributes = MappingProxyType(
-                {"http.request.method": method, "url.scheme": scheme}
-            )
-            if len(self._active_attributes) < 64:
-                self._active_attributes[key] = active_attributes
         parent = propagate.extract(carrier) if carrier else None
         span = self.tracer.start_span(method, parent, kind=SpanKind.SERVER)
         if span.is_recording():
@@ -245,13 +291,13 @@ class ServerTelemetry:
             span.set_attributes(attributes)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         fields_token = _fields.set(MappingProxyType({"correlation_id": correlation_id}))
-        self.active.add(1, active_attributes)
+        self.active.add(key, 1)
         return Request(
             self,
             span,
             token,
             None if keep_fields else fields_token,
-            active_attributes,
+            key,
             method,
             correlation_id,
             time.perf_counter(),
@@ -262,7 +308,7 @@ class Request:
     """One request in flight; :meth:`finish` ends it exactly once."""
 
     __slots__ = (
-        "_active_attributes",
+        "_active_key",
         "_fields_token",
         "_start",
         "_telemetry",
@@ -278,7 +324,7 @@ class Request:
         span: trace.Span,
         token: Any,
         fields_token: Any,
-        active_attributes: Mapping[str, str],
+        active_key: tuple[str, str],
         method: str,
         correlation_id: str,
         start: float,
@@ -288,7 +334,7 @@ class Request:
         self.span = span
         self._token = token
         self._fields_token = fields_token
-        self._active_attributes = active_attributes
+        self._active_key = active_key
         self.method = method
         self._start = start
 
@@ -306,7 +352,7 @@ class Request:
         try:
             attributes: dict[str, Any] = {
                 "http.request.method": self.method,
-                "url.scheme": self._active_attributes["url.scheme"],
+                "url.scheme": self._active_key[1],
                 "http.response.status_code": status,
             }
             if route:
@@ -315,7 +361,7 @@ class Request:
             if error_type is not None:
                 attributes["error.type"] = error_type
             telemetry.duration.record(elapsed, attributes)
-            telemetry.active.add(-1, self._active_attributes)
+            telemetry.active.add(self._active_key, -1)
             if telemetry.request_size is not None and request_size is not None:
                 telemetry.request_size.record(request_size, attributes)
             if telemetry.response_size is not None and response_size is not None:
