@@ -535,7 +535,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, help="seconds measured per burst (default 2)")
     parser.add_argument("--warmup", type=float, help="seconds of load before each burst (0.5)")
-    parser.add_argument("--rounds", type=int, help="bursts per configuration (default 9)")
+    parser.add_argument("--rounds", type=int, help="bursts per configuration (default 7)")
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated")
     parser.add_argument("--endpoints", default=",".join(ENDPOINTS), help="comma-separated")
@@ -547,7 +547,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     quick = args.quick
     args.duration = args.duration or (1.0 if quick else 2.0)
     args.warmup = args.warmup if args.warmup is not None else (0.3 if quick else 0.5)
-    args.rounds = args.rounds or (2 if quick else 9)
+    args.rounds = args.rounds or (2 if quick else 7)
     args.frameworks = [name for name in args.frameworks.split(",") if name]
     args.configs = [name for name in args.configs.split(",") if name]
     args.endpoints = [

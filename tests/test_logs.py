@@ -567,3 +567,26 @@ def test_otlp_end_to_end_to_a_real_receiver(otlp_receiver: OTLPReceiver) -> None
 
 def _epoch(timestamp: str) -> float:
     return calendar.timegm(time.strptime(timestamp[:19], "%Y-%m-%dT%H:%M:%S"))
+
+
+def test_httpx_request_lines_are_quieted_unless_the_app_chose(logged: Logged) -> None:
+    """httpx's INFO line per request is raised to WARNING; an explicit level is kept.
+
+    appvitals.http records every call as a span and metrics; the line would cost a console
+    write and an exported record per call (issue 9's /call benchmark).
+    """
+    httpx_logger = logging.getLogger("httpx")
+    assert httpx_logger.level == logging.WARNING  # configured by the fixture
+    httpx_logger.info('HTTP Request: GET http://shop.internal/ "HTTP/1.1 200 OK"')
+    httpx_logger.warning("retrying")
+    assert [line["event"] for line in logged.lines()] == ["retrying"]
+    appvitals.shutdown()
+    assert httpx_logger.level == logging.NOTSET
+    httpx_logger.setLevel(logging.INFO)
+    try:
+        appvitals.configure(exporter="none")
+        assert httpx_logger.level == logging.INFO
+        appvitals.shutdown()
+        assert httpx_logger.level == logging.INFO
+    finally:
+        httpx_logger.setLevel(logging.NOTSET)

@@ -40,6 +40,7 @@ class _State:
     logger_provider: Any = None
     log_handler: Optional[logging.Handler] = None
     root_level: Optional[int] = None
+    quieted: tuple[str, ...] = ()
     owned: tuple[str, ...] = ()
     extras: Optional[Extras] = None
 
@@ -222,6 +223,8 @@ def _install(state: _State) -> None:
             from appvitals.logs import _configure_logging
 
             _configure_logging(config)
+    if config.logs or config.structlog:
+        state.quieted = _quiet_per_request_loggers()
 
 
 def build_resource(config: Config) -> Resource:
@@ -340,6 +343,23 @@ def _install_log_handler(config: Config, provider: Any) -> Optional[logging.Hand
     return handler
 
 
+# Libraries that log one INFO line per request they make. appvitals records those requests
+# as spans and metrics (appvitals.http); with the root logger lowered to INFO, each line
+# would also be written to the console and exported, ~50 µs a call (docs/benchmarks.md).
+PER_REQUEST_LOGGERS = ("httpx",)
+
+
+def _quiet_per_request_loggers() -> tuple[str, ...]:
+    """Raise :data:`PER_REQUEST_LOGGERS` to WARNING unless the application set their level."""
+    quieted = []
+    for name in PER_REQUEST_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+            quieted.append(name)
+    return tuple(quieted)
+
+
 def is_configured() -> bool:
     """Whether :func:`configure` has run in this process (and :func:`shutdown` has not)."""
     return _state is not None
@@ -375,6 +395,9 @@ def shutdown(timeout: Optional[float] = None) -> bool:
             logging.getLogger().removeHandler(state.log_handler)
         if state.root_level is not None:
             logging.getLogger().setLevel(state.root_level)
+        for name in state.quieted:
+            if logging.getLogger(name).level == logging.WARNING:  # unless changed since
+                logging.getLogger(name).setLevel(logging.NOTSET)
     # After the level above: an explicit configure_logging() before configure() saved the
     # older root level, which must win.
     logs = sys.modules.get("appvitals.logs")
