@@ -497,3 +497,6 @@ def _after_fork_in_child() -> None:
     from appvitals import metrics as _metrics
 
     _metrics._at_fork_reinit()
+    http_server = sys.modules.get("appvitals.integrations._http_server")
+    if http_server is not None:  # an instrumented app counts its requests in flight there
+        http_server._at_fork_reinit()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 
 import pytest
 from flask import Flask
@@ -244,3 +246,26 @@ def test_active_requests_counts_requests_in_flight(capture: Capture) -> None:
     assert point.attributes == {"http.request.method": "GET", "url.scheme": "http"}
     assert point.value == 0
     assert (point.kind, point.is_monotonic) == ("sum", False)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_active_requests_survive_a_fork_while_their_lock_is_held(capture: Capture) -> None:
+    """A child forked while a parent thread holds the count's lock still serves requests."""
+    app = Flask("forked")
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    appvitals.instrument_flask(app)
+    app.test_client().get("/")
+    active = app.wsgi_app.telemetry.active  # type: ignore[attr-defined]
+    with active._lock:  # as a metric reader thread collecting at the moment of fork
+        pid = os.fork()
+        if pid == 0:  # the child: a deadlock would be ended by the alarm (status != 0)
+            signal.alarm(10)
+            served = app.test_client().get("/").status_code == 200
+            (observation,) = active.observe(None)
+            os._exit(0 if served and observation.value == 0 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

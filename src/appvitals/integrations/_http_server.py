@@ -206,6 +206,15 @@ _active_by_meter: weakref.WeakKeyDictionary[Any, ActiveRequests] = weakref.WeakK
 _active_lock = threading.Lock()
 
 
+def _at_fork_reinit() -> None:
+    """In a forked child: new locks (a parent thread may have held one) and no requests."""
+    global _active_lock  # noqa: PLW0603 - the parent's lock may be held forever in the child
+    _active_lock = threading.Lock()
+    for active in list(_active_by_meter.values()):
+        active._lock = threading.Lock()
+        active._counts = dict.fromkeys(active._counts, 0)
+
+
 def active_requests(meter: metrics.Meter) -> ActiveRequests:
     """The :class:`ActiveRequests` of ``meter`` (created, and its instrument registered, once)."""
     with _active_lock:
