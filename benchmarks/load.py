@@ -158,11 +158,11 @@ def process_tree(root: int) -> list[int]:
             fields = _stat_fields(int(entry.name))
             if fields is not None:
                 children.setdefault(int(fields[1]), []).append(int(entry.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
+    tree, pending = [], [root]
+    while pending:
+        pid = pending.pop()
         tree.append(pid)
-        todo.extend(children.get(pid, ()))
+        pending.extend(children.get(pid, ()))
     return tree
 
 
@@ -600,6 +600,7 @@ def run_framework(
         for server in servers.values():
             server.wait_ready()
         before = sink.received()
+        sink_pids = sink.pids()  # the sink never forks: read its process tree once
         for endpoint in args.endpoints:
             for server in servers.values():  # warm every server up on this endpoint
                 drive(f"http://127.0.0.1:{server.port}{endpoint}", max(1.0, args.warmup))
@@ -610,7 +611,7 @@ def run_framework(
                     url = f"http://127.0.0.1:{server.port}{endpoint}"
                     if args.warmup > 0:
                         drive(url, args.warmup)
-                    sample = measure_once(server, url, args.duration, sink.pids())
+                    sample = measure_once(server, url, args.duration, sink_pids)
                     sample["round"] = round_
                     results.setdefault((framework, endpoint, label), []).append(sample)
                     log(

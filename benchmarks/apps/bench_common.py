@@ -88,6 +88,20 @@ def work(connection: sqlite3.Connection) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
+def ddtrace_auto(service_name: str) -> None:
+    """ddtrace with a 10 % sampling rule, reporting to the null sink.
+
+    Call it before the framework and httpx are imported: ddtrace reads its settings when it
+    is imported, and ``ddtrace.auto`` patches those libraries as they load.
+    """
+    os.environ.setdefault("DD_TRACE_AGENT_URL", SINK)
+    # ddtrace 4 ignores DD_TRACE_SAMPLE_RATE; a sampling rule is how it takes a ratio now.
+    os.environ.setdefault("DD_TRACE_SAMPLING_RULES", f'[{{"sample_rate": {SAMPLE_RATIO}}}]')
+    os.environ.setdefault("DD_TRACE_SAMPLE_RATE", str(SAMPLE_RATIO))
+    os.environ.setdefault("DD_SERVICE", service_name)
+    import ddtrace.auto  # noqa: F401
+
+
 def otel_providers(service_name: str) -> None:
     """The plain OpenTelemetry SDK set-up of the ``otel`` configuration (contrib alone).
 

@@ -11,20 +11,12 @@ it is what emits the server spans and RED metrics through the providers appvital
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import bench_common
 
 if bench_common.CONFIG == "ddtrace":
-    # ddtrace reads its settings when it is imported, and ddtrace.auto must run before
-    # fastapi, starlette and httpx are imported: it patches them as they load.
-    os.environ.setdefault("DD_TRACE_AGENT_URL", bench_common.SINK)
-    # ddtrace 4 ignores DD_TRACE_SAMPLE_RATE; a sampling rule is how it takes a ratio now.
-    os.environ.setdefault("DD_TRACE_SAMPLING_RULES", '[{"sample_rate": 0.1}]')
-    os.environ.setdefault("DD_TRACE_SAMPLE_RATE", "0.1")
-    os.environ.setdefault("DD_SERVICE", "bench-fastapi")
-    import ddtrace.auto  # noqa: F401
+    bench_common.ddtrace_auto("bench-fastapi")  # before the framework and httpx load
 
 import httpx
 from fastapi import FastAPI, Response

@@ -7,19 +7,10 @@ Endpoints: ``/fast`` (a tiny JSON body), ``/work`` (about 3.5 ms of SQLite and J
 
 from __future__ import annotations
 
-import os
-
 import bench_common
 
 if bench_common.CONFIG == "ddtrace":
-    # ddtrace reads its settings when it is imported, and ddtrace.auto must run before flask
-    # and httpx are imported: it patches them as they load.
-    os.environ.setdefault("DD_TRACE_AGENT_URL", bench_common.SINK)
-    # ddtrace 4 ignores DD_TRACE_SAMPLE_RATE; a sampling rule is how it takes a ratio now.
-    os.environ.setdefault("DD_TRACE_SAMPLING_RULES", '[{"sample_rate": 0.1}]')
-    os.environ.setdefault("DD_TRACE_SAMPLE_RATE", "0.1")
-    os.environ.setdefault("DD_SERVICE", "bench-flask")
-    import ddtrace.auto  # noqa: F401
+    bench_common.ddtrace_auto("bench-flask")  # before the framework and httpx load
 
 import flask
 import httpx
