@@ -3,10 +3,10 @@
 Run by ``benchmarks/load.py`` as ``uvicorn --app-dir benchmarks/apps fastapi_app:app``.
 Endpoints as in flask_app.py: ``/fast``, ``/work`` and ``/call``.
 
-FastAPI ≥ 0.160 has native OpenTelemetry telemetry. It is left at its default everywhere
-except ``otel``, ``sentry`` and ``ddtrace``, where it is switched off so that each tool is
-measured alone: in ``bare`` no provider is installed, so it stays inert; in ``appvitals``
-it is what emits the server spans and RED metrics through the providers appvitals set up.
+FastAPI ≥ 0.160 has native OpenTelemetry telemetry. It is switched off in ``otel``,
+``sentry`` and ``ddtrace`` so that each tool is measured alone; in ``bare`` no provider is
+installed, so it stays inert; in ``appvitals`` ``instrument_fastapi()`` switches it off (its
+default) and appvitals' middleware emits the server spans and RED metrics.
 """
 
 from __future__ import annotations

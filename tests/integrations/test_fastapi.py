@@ -1,7 +1,8 @@
 """FastAPI/Starlette/plain ASGI in-process: the same telemetry as Flask.
 
-FastAPI's native OpenTelemetry instrumentation emits the spans and RED metrics itself; appvitals
-adds the correlation id. Starlette (and FastAPI with native telemetry off) gets appvitals' own.
+By default appvitals switches FastAPI's native OpenTelemetry instrumentation off and emits the
+spans and RED metrics itself, as for Starlette; with ``native_telemetry=True`` FastAPI emits
+them and appvitals adds the correlation id.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ SERVER = 2
 ERROR = 2
 
 
-def make_app(native: bool = True, **options: Any) -> FastAPI:
-    app = FastAPI() if native else FastAPI(telemetry={"tracing": False, "metrics": False})
+def make_app(native: bool = False, **options: Any) -> FastAPI:
+    app = FastAPI()
 
     @app.get("/items/{item_id}")
     async def item(item_id: int) -> dict[str, Any]:
@@ -38,7 +39,7 @@ def make_app(native: bool = True, **options: Any) -> FastAPI:
     async def unavailable() -> str:
         return "down"
 
-    appvitals.instrument_fastapi(app, **options)
+    appvitals.instrument_fastapi(app, native_telemetry=native, **options)
     return app
 
 
@@ -65,6 +66,20 @@ def test_route_template_span_and_metrics(capture: Capture, native: bool) -> None
     # One server span, and no per-message internal spans.
     assert len([s for s in capture.spans() if s.kind == SERVER]) == 1
     assert not [s for s in capture.spans() if "http send" in s.name or "http receive" in s.name]
+
+
+def test_fastapi_native_telemetry_is_switched_off_by_default(capture: Capture) -> None:
+    """One server span and one duration series, both appvitals': FastAPI's own stay silent."""
+    app = make_app()
+    assert not app._native_telemetry.enabled()
+    with TestClient(app) as client:
+        client.get("/items/1")
+    assert {s.scope for s in capture.spans()} == {"appvitals.http.server"}
+    assert not [s for s in capture.spans() if s.name.startswith("fastapi.")]
+    (point,) = capture.metric("http.server.request.duration")
+    assert point.value == 1
+    kept = make_app(native=True)
+    assert kept._native_telemetry.enabled()
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["fastapi-native", "appvitals"])

@@ -269,3 +269,25 @@ def test_active_requests_survive_a_fork_while_their_lock_is_held(capture: Captur
             os._exit(0 if served and observation.value == 0 else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_unsampled_durations_are_batched_and_every_collection_sees_them() -> None:
+    """Unsampled requests' durations reach the SDK in batches, and all of them by a collection.
+
+    Issue 9: a histogram record inside a request costs twice what it costs in a warm loop,
+    so the middleware keeps unsampled durations and records a batch at a time. Memory stays
+    bounded (a batch is recorded as soon as it is full) and a reader never misses one.
+    """
+    from appvitals.integrations._http_server import DeferredDurations
+
+    with Capture(service_name="batched", sampler_ratio=0.0) as capture:
+        app = make_app()
+        client = app.test_client()
+        durations = app.wsgi_app.telemetry.durations  # type: ignore[attr-defined]
+        for _ in range(DeferredDurations.BATCH + 3):
+            assert client.get("/items/1").status_code == 200
+        assert len(durations._pending) == 3, "the full batch was recorded at once"
+        (point,) = capture.metric("http.server.request.duration")
+        assert point.value == DeferredDurations.BATCH + 3
+        assert point.attributes["http.route"] == "/items/<int:item_id>"
+        assert not durations._pending

@@ -13,6 +13,7 @@ says: ``http.server.request.duration`` (s), ``http.server.active_requests``, spa
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -160,6 +161,53 @@ def endpoint_response(
     return status, headers, body
 
 
+class DeferredDurations:
+    """``http.server.request.duration`` of unsampled requests, recorded in batches.
+
+    One ``Histogram.record`` through the SDK costs about 8 µs in a tight loop but about
+    16 µs inside a request, where the request's own code has pushed the SDK's out of the
+    CPU caches (``docs/benchmarks.md``): a fifth of the whole budget. A request only appends
+    its duration and attributes here; every :attr:`BATCH` requests, and before every reader
+    collects (:meth:`ActiveRequests.observe` calls :meth:`flush`), the batch goes through
+    the SDK in one warm loop. A scrape or an export therefore always sees every finished
+    request. Sampled requests record at once, with their span current, so that their
+    exemplars carry the trace.
+    """
+
+    BATCH = 64
+
+    def __init__(self, histogram: metrics.Histogram) -> None:
+        self.histogram = histogram
+        # deque: append and popleft are atomic, so threads may add while another flushes.
+        self._pending: collections.deque[tuple[float, dict[str, Any]]] = collections.deque()
+
+    def record(self, value: float, attributes: dict[str, Any]) -> None:
+        """Keep one duration; flush when a batch is full."""
+        pending = self._pending
+        pending.append((value, attributes))
+        if len(pending) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Record every kept duration, outside any request's context (so with no exemplar)."""
+        record, pending = self.histogram.record, self._pending
+        try:
+            while pending:
+                value, attributes = pending.popleft()
+                record(value, attributes, _NO_SPAN)
+        except IndexError:  # another thread took the last one between the test and popleft
+            pass
+        except Exception as error:
+            report_internal_error("http server duration", error)
+
+    def clear(self) -> None:
+        """Forget the kept durations (a forked child: they are its parent's to record)."""
+        self._pending.clear()
+
+
+_NO_SPAN = otel_context.Context()
+
+
 class ActiveRequests:
     """``http.server.active_requests``: requests in flight, counted here, observed on collection.
 
@@ -169,7 +217,8 @@ class ActiveRequests:
     up-down counter — the same non-monotonic sum on export — reports the counts when a
     reader collects. Every application instrumented through one meter shares one instance
     (:func:`active_requests`), because the SDK keeps the first callback of an instrument
-    name.
+    name. Its callback is also the moment the :class:`DeferredDurations` are flushed: the
+    SDK calls it at the start of every collection, before it reads the histograms.
     """
 
     MAX_SERIES = 64  # (method, scheme) pairs; a method outside the known ones is "_OTHER"
@@ -177,6 +226,14 @@ class ActiveRequests:
     def __init__(self, meter: metrics.Meter) -> None:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str], int] = {}
+        self.durations = DeferredDurations(
+            meter.create_histogram(
+                "http.server.request.duration",
+                unit="s",
+                description="Duration of HTTP server requests.",
+                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+            )
+        )
         meter.create_observable_up_down_counter(
             "http.server.active_requests",
             callbacks=[self.observe],
@@ -194,6 +251,7 @@ class ActiveRequests:
 
     def observe(self, _options: CallbackOptions) -> list[Observation]:
         """The counts, one observation per (method, scheme) seen (zeros included)."""
+        self.durations.flush()
         with self._lock:
             items = list(self._counts.items())
         return [
@@ -213,6 +271,7 @@ def _at_fork_reinit() -> None:
     for active in list(_active_by_meter.values()):
         active._lock = threading.Lock()
         active._counts = dict.fromkeys(active._counts, 0)
+        active.durations.clear()
 
 
 def active_requests(meter: metrics.Meter) -> ActiveRequests:
@@ -240,13 +299,8 @@ class ServerTelemetry:
         )
         self.tracer = trace.get_tracer("appvitals.http.server", __version__)
         meter = metrics.get_meter("appvitals.http.server", __version__)
-        self.duration = meter.create_histogram(
-            "http.server.request.duration",
-            unit="s",
-            description="Duration of HTTP server requests.",
-            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
-        )
         self.active = active_requests(meter)
+        self.durations = self.active.durations
         self.replaced = meter.create_counter(
             "appvitals.http.server.correlation_id.replaced",
             unit="{request}",
@@ -369,19 +423,19 @@ class Request:
             error_type = _error_type(status, error)
             if error_type is not None:
                 attributes["error.type"] = error_type
-            telemetry.duration.record(elapsed, attributes)
+            sampled = span.is_recording()
+            if sampled:  # now, while the span is current: its exemplar carries the trace
+                telemetry.durations.histogram.record(elapsed, attributes)
+            else:
+                telemetry.durations.record(elapsed, attributes)
             telemetry.active.add(self._active_key, -1)
             if telemetry.request_size is not None and request_size is not None:
                 telemetry.request_size.record(request_size, attributes)
             if telemetry.response_size is not None and response_size is not None:
                 telemetry.response_size.record(response_size, attributes)
-            if span.is_recording():
+            if sampled:
                 span.update_name(f"{self.method} {route}" if route else self.method)
-                span.set_attributes(attributes)
-                if error is not None:
-                    span.record_exception(error, escaped=True)
-                if error_type is not None:
-                    span.set_status(Status(StatusCode.ERROR, error_type))
+                _describe_outcome(span, attributes, error, error_type)
             span.end()
         except Exception as internal:
             report_internal_error("http server request", internal)
@@ -392,6 +446,20 @@ class Request:
                 otel_context.detach(self._token)
             except Exception as internal:
                 report_internal_error("http server context", internal)
+
+
+def _describe_outcome(
+    span: trace.Span,
+    attributes: dict[str, Any],
+    error: BaseException | None,
+    error_type: str | None,
+) -> None:
+    """A sampled span's response attributes, exception event and error status."""
+    span.set_attributes(attributes)
+    if error is not None:
+        span.record_exception(error, escaped=True)
+    if error_type is not None:
+        span.set_status(Status(StatusCode.ERROR, error_type))
 
 
 def _error_type(status: int, error: BaseException | None) -> str | None:
