@@ -176,3 +176,40 @@ def test_full_queue_drops_are_counted(capture: object) -> None:
     finally:
         release.set()
         provider.shutdown()
+
+
+@pytest.mark.parametrize(("preference", "shared"), [("cumulative", True), ("delta", False)])
+def test_otlp_metrics_share_the_prometheus_reader_when_cumulative(
+    otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch, preference: str, shared: bool
+) -> None:
+    """Cumulative OTLP export reads the Prometheus reader's collections: one aggregation.
+
+    Issue 9: two readers on a provider aggregate every measurement twice. With delta
+    temporality the export needs its own reader; either way both outputs stay right.
+    """
+    from appvitals import _setup, prometheus
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", preference)
+    appvitals.configure(
+        service_name="shared",
+        exporter="otlp",
+        otlp_endpoint=otlp_receiver.http_endpoint,
+        otlp_protocol="http/protobuf",
+        sampler_ratio=1.0,
+    )
+    state = _setup._state
+    assert state is not None
+    readers = state.meter_provider._metric_readers
+    assert len(readers) == (1 if shared else 2)
+    assert (state.shared_export is not None) is shared
+    counter = appvitals.counter("shared.items")
+    with appvitals.span("shared.work"):
+        counter.add(4)
+    assert appvitals.force_flush(timeout=10)
+    counter.add(3)
+    assert "shared_items_total 7" in prometheus.metrics_text()[0].decode()
+    assert appvitals.shutdown(timeout=10)
+    points = otlp_receiver.wait_for_metrics(lambda p: p.name == "shared.items", count=2)
+    assert [p.value for p in points] == ([4, 7] if shared else [4, 3])
+    expected = 2 if shared else 1  # OTLP AggregationTemporality: 1 delta, 2 cumulative
+    assert {p.aggregation_temporality for p in points} == {expected}

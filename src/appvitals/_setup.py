@@ -43,6 +43,8 @@ class _State:
     quieted: tuple[str, ...] = ()
     owned: tuple[str, ...] = ()
     extras: Optional[Extras] = None
+    # The OTLP metric export when it shares the Prometheus reader (not on the provider).
+    shared_export: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +195,7 @@ def _install(state: _State) -> None:
         from opentelemetry.metrics._internal import _ProxyMeterProvider
 
         if isinstance(metrics.get_meter_provider(), _ProxyMeterProvider):
-            state.meter_provider = _meter_provider(config, resource, extras)
+            state.meter_provider, state.shared_export = _meter_provider(config, resource, extras)
             metrics.set_meter_provider(state.meter_provider)
             owned.append("metrics")
         else:
@@ -282,25 +284,31 @@ def _tracer_provider(config: Config, resource: Resource, extras: Extras) -> Any:
     return provider
 
 
-def _meter_provider(config: Config, resource: Resource, extras: Extras) -> Any:
+def _meter_provider(config: Config, resource: Resource, extras: Extras) -> tuple[Any, Any]:
+    """The provider, and the export that shares its Prometheus reader (or ``None``)."""
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
+    from appvitals._exporters import SharedExportReader
+
     readers = list(extras.metric_readers)
+    source = None
     if config.prometheus:
         from appvitals import prometheus
 
-        readers.append(prometheus.reader())
+        source = prometheus.reader()
+        readers.append(source)
     exporter = build_exporter(config, "metrics")
+    shared = None
     if exporter is not None:
-        readers.append(
-            PeriodicExportingMetricReader(
-                exporter,
-                export_interval_millis=config.metric_export_interval * 1000,
-                export_timeout_millis=config.metric_export_timeout * 1000,
-            )
-        )
-    return MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+        interval = config.metric_export_interval * 1000
+        timeout = config.metric_export_timeout * 1000
+        if source is not None and SharedExportReader.can_share(exporter):
+            shared = SharedExportReader(exporter, source, interval, timeout)
+        else:
+            readers.append(PeriodicExportingMetricReader(exporter, interval, timeout))
+    provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+    return provider, shared
 
 
 def _logger_provider(config: Config, resource: Resource, extras: Extras) -> Any:
@@ -422,6 +430,10 @@ def shutdown(timeout: Optional[float] = None) -> bool:
                 continue
             remaining_ms = max(0.0, deadline - time.monotonic()) * 1000
             with _safety.internal_errors(f"{signal} shutdown"):
+                if signal == "metrics" and state.shared_export is not None:
+                    # First, while the Prometheus reader it collects from is attached.
+                    state.shared_export.shutdown(timeout_millis=remaining_ms)
+                    remaining_ms = max(0.0, deadline - time.monotonic()) * 1000
                 if signal not in state.owned:
                     provider.force_flush(int(remaining_ms))
                 elif signal == "metrics":
@@ -433,7 +445,8 @@ def shutdown(timeout: Optional[float] = None) -> bool:
 
 
 def _flush_providers(state: _State, deadline: float) -> None:
-    for provider in (state.tracer_provider, state.logger_provider, state.meter_provider):
+    providers = (state.tracer_provider, state.logger_provider, state.shared_export)
+    for provider in (*providers, state.meter_provider):
         if provider is not None and hasattr(provider, "force_flush"):
             remaining_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
             with _safety.internal_errors("flush"):

@@ -1054,6 +1054,23 @@ class PrometheusReader(MetricReader):
             _safety.report_internal_error(_ERRORS, error)
             return False
 
+    def collect_metrics_data(self) -> Optional[MetricsData]:
+        """Collect now and return the SDK's cumulative data, for a consumer sharing this reader.
+
+        appvitals' OTLP export uses it when its exporter wants cumulative temporality too
+        (:class:`appvitals._exporters.SharedExportReader`): one reader on the provider
+        aggregates every measurement once instead of twice. The collection passes through
+        the same path as a render, so the exemplars it takes are kept for ``/metrics``.
+
+        Returns:
+            The collection, or ``None`` when the reader is not attached to a provider.
+        """
+        with self._lock:
+            if not self.attached:
+                return None
+            data, _families = self._collect_families()
+        return data
+
     def force_flush(self, timeout_millis: float = 10_000) -> bool:  # noqa: ARG002
         """Write this process's snapshot now (multi-process mode); nothing else to flush.
 
