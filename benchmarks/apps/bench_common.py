@@ -11,12 +11,20 @@ import json
 import os
 import random
 import sqlite3
+import threading
 
-CONFIGS = ("bare", "appvitals", "appvitals100", "otel", "sentry", "ddtrace")
+# bare-threads: the bare app plus one idle thread, a reference row. A process that has ever
+# started a second thread runs slower at SQLite and allocation-heavy work although it
+# executes the same instructions: glibc then takes its internal locks with atomic
+# (``lock``-prefixed) instructions, which it skips in a single-threaded process. Every
+# exporter with a background thread pays that; the row shows how much of /work's extra it is.
+CONFIGS = ("bare", "appvitals", "appvitals100", "otel", "sentry", "ddtrace", "bare-threads")
 
 CONFIG = os.environ.get("BENCH_CONFIG", "bare")
 if CONFIG not in CONFIGS:
     raise SystemExit(f"BENCH_CONFIG={CONFIG!r}: expected one of {', '.join(CONFIGS)}")
+if CONFIG == "bare-threads":
+    threading.Thread(target=threading.Event().wait, name="bench-idle", daemon=True).start()
 
 # The null sink (benchmarks/sink.py) answers OTLP/HTTP, Sentry and the Datadog agent API.
 SINK = os.environ.get("BENCH_SINK", "http://127.0.0.1:4318").rstrip("/")
