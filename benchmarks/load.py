@@ -8,7 +8,9 @@ same time, all pinned to core 0, plus a second bare server ("bare-again", the no
 ``wrk -t1 -c4`` pinned to core 1 (a Python client when wrk is missing) then drives one server
 at a time in short bursts, round after round, in a rotated order: a configuration is always
 compared with the bare app measured seconds earlier, so the slow drifts of a shared virtual
-machine (steal time, neighbours) cancel out of the paired differences. Measured per burst:
+machine (steal time, neighbours) cancel out of the paired differences, and every round runs
+in freshly started server processes, so no configuration keeps one process's lucky or
+unlucky memory layout for the whole run. Measured per burst:
 requests/s, the server's CPU time per request (the nanosecond run time of every thread of
 the server and its workers, from ``/proc/<pid>/task/<tid>/schedstat``, divided by the
 requests served) and wrk's p50/p99 latency. The table shows medians over the rounds and,
@@ -588,24 +590,31 @@ Results = dict[tuple[str, str, str], list[dict[str, Any]]]
 def run_framework(
     framework: str, configs: list[str], args: argparse.Namespace, sink: Sink, results: Results
 ) -> dict[str, dict[str, int]]:
-    """Every configuration of ``framework`` served at once, measured in rotated bursts."""
+    """Every configuration of ``framework`` served at once, measured in rotated bursts.
+
+    Every round starts fresh server processes: two processes of one app differ by a few per
+    cent in CPU per request for as long as they live (their heap and address layouts, hash
+    seeds), so a configuration measured in one process would carry that process's luck into
+    every round. New processes per round turn it into round-to-round noise, which the
+    median over rounds averages and the IQR shows.
+    """
     labels = [*configs, NOISE]
-    servers: dict[str, Server] = {}
     received: dict[str, dict[str, int]] = {}
     started = time.monotonic()
-    try:
-        for label in labels:
-            config = "bare" if label == NOISE else label
-            servers[label] = Server(framework, config, sink.url, sink.upstream, label)
-        for server in servers.values():
-            server.wait_ready()
-        before = sink.received()
-        sink_pids = sink.pids()  # the sink never forks: read its process tree once
-        for endpoint in args.endpoints:
-            for server in servers.values():  # warm every server up on this endpoint
-                drive(f"http://127.0.0.1:{server.port}{endpoint}", max(1.0, args.warmup))
-            for round_ in range(args.rounds):
-                shift = round_ % len(labels)  # no configuration always first or after another
+    before: dict[str, int] | None = None
+    sink_pids = sink.pids()  # the sink never forks: read its process tree once
+    for round_ in range(args.rounds):
+        servers: dict[str, Server] = {}
+        try:
+            for label in labels:
+                config = "bare" if label == NOISE else label
+                servers[label] = Server(framework, config, sink.url, sink.upstream, label)
+            for server in servers.values():
+                server.wait_ready()
+            if before is None:
+                before = sink.received()
+            shift = round_ % len(labels)  # no configuration always first or after another
+            for endpoint in args.endpoints:
                 for label in labels[shift:] + labels[:shift]:
                     server = servers[label]
                     url = f"http://127.0.0.1:{server.port}{endpoint}"
@@ -620,13 +629,13 @@ def run_framework(
                         f"req/s {sample['cpu_us_per_request']:6.0f} µs/req, "
                         f"others {sample['other_cores']:.2f} cores"
                     )
-        # The sink cannot tell the servers apart; what arrived is the framework's total.
-        for key, value in sink.received().items():
-            if value - before.get(key, 0):
-                received.setdefault(framework, {})[key] = value - before.get(key, 0)
-    finally:
-        for server in servers.values():
-            server.stop()
+        finally:
+            for server in servers.values():
+                server.stop()
+    # The sink cannot tell the servers apart; what arrived is the framework's total.
+    for key, value in sink.received().items():
+        if before is not None and value - before.get(key, 0):
+            received.setdefault(framework, {})[key] = value - before.get(key, 0)
     return received
 
 
@@ -645,7 +654,8 @@ def report(
         "versions: " + ", ".join(f"{name} {version}" for name, version in found["versions"].items())
     )
     print(
-        f"settings: every configuration served at once, {args.rounds} rounds of "
+        f"settings: every configuration served at once, in new server processes each "
+        f"round, {args.rounds} rounds of "
         f"{args.duration:g} s bursts (after {args.warmup:g} s of warm-up load) per "
         f"configuration and endpoint, rotated; {CONNECTIONS} connections; servers on core "
         f"{SERVER_CORE}, load generator on core {CLIENT_CORE}"
@@ -672,7 +682,8 @@ def main(argv: list[str] | None = None) -> int:
     found = {"machine": machine(), "versions": versions()}
     plan, skipped = make_plan(args)
     bursts = sum(len(configs) + 1 for configs in plan.values()) * len(args.endpoints)
-    estimate = bursts * (args.rounds * (args.duration + args.warmup + 0.3) + 1.5) + 20
+    burst_seconds = args.duration + args.warmup + 0.3
+    estimate = args.rounds * (bursts * burst_seconds + 8 * len(plan)) + 20  # 8 s: start-ups
     log(f"{bursts * args.rounds} bursts, about {estimate / 60:.0f} minutes")
     sink = Sink(max_seconds=estimate * 2 + 600)
     results: Results = {}
