@@ -394,6 +394,19 @@ def test_default_registry_runner_starts_lazily_and_stops() -> None:
     assert health.get_registry().names == []
 
 
+def test_runner_waits_for_the_first_check() -> None:
+    """Served endpoints without checks start no thread; the first check starts the runner."""
+    health.ensure_running()  # what an ASGI app's lifespan start-up does
+    assert health.live_payload()["status"] == "alive"
+    assert health.ready_payload()[0] == 200
+    assert runner_threads() == []
+    health.register("database", lambda: True)
+    assert len(runner_threads()) == 1
+    health.stop()
+    health.register("cache", lambda: True)  # stopped: registering does not restart it
+    assert runner_threads() == []
+
+
 def test_default_registry_payloads() -> None:
     """The module-level functions work on the default registry."""
     health.register("database", lambda: True)

@@ -11,7 +11,8 @@ Checks never run on a request. A background thread runs all of them, in parallel
 ``APPVITALS_HEALTH_INTERVAL`` seconds (default 30), each in a worker thread bounded by its
 own timeout; the payload functions answer from the cached results. The runner starts on
 the first payload call (or :func:`ensure_running`), which also runs the checks once
-synchronously if they have no result yet, so the first answer is real. A forked child
+synchronously if they have no result yet, so the first answer is real; an application
+without checks starts no thread. A forked child
 (gunicorn ``--preload``) keeps the cached results and restarts the runner on its next call.
 
 A check that hangs is reported as timed out and its thread is abandoned, not joined; while
@@ -271,6 +272,8 @@ class HealthRegistry:
         self._results: dict[str, CheckResult] = {}
         self._in_flight: dict[_Registration, _Run] = {}
         self._runner: Optional[threading.Thread] = None
+        # Asked to run (ensure_running, a payload): starts once a check is registered.
+        self._wanted = False
         self._stop_event = threading.Event()
         self._pid = os.getpid()
         _registries.add(self)
@@ -304,6 +307,9 @@ class HealthRegistry:
             updated[name] = registration
             self._checks = updated
             self._results = {k: v for k, v in self._results.items() if k != name}
+        if self._wanted:  # the endpoints are served: the new check needs the runner
+            with internal_errors("health runner start"):
+                self.ensure_running()
 
     def unregister(self, name: str) -> bool:
         """Remove the check ``name`` and its result; False when there was none."""
@@ -460,12 +466,20 @@ class HealthRegistry:
         """
         with self._lock:
             runner, self._runner = self._runner, None
+            self._wanted = False
             self._stop_event.set()
         if runner is not None and runner is not threading.current_thread() and runner.is_alive():
             runner.join(timeout)
 
     def ensure_running(self) -> None:
-        """Start the runner unless it runs in this process (after ``fork`` it does not)."""
+        """Start the runner unless it runs in this process (after ``fork`` it does not).
+
+        While no check is registered there is nothing to run, so no thread is started
+        until :meth:`register` adds the first check.
+        """
+        self._wanted = True
+        if not self._checks:
+            return
         runner = self._runner
         if runner is None or self._pid != os.getpid() or not runner.is_alive():
             self.start()
