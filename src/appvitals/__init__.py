@@ -16,7 +16,15 @@ Examples:
     True
 """
 
-from appvitals import db, health, logs, masking, resources
+# _sdk_resources first: before any OpenTelemetry SDK module creates a resource.
+from appvitals import (
+    _sdk_resources,  # noqa: F401
+    db,
+    health,
+    logs,
+    masking,
+    resources,
+)
 from appvitals._config import Config, ConfigurationError
 from appvitals._context import (
     CORRELATION_ID_HEADER,
