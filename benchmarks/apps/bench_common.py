@@ -18,7 +18,18 @@ import threading
 # executes the same instructions: glibc then takes its internal locks with atomic
 # (``lock``-prefixed) instructions, which it skips in a single-threaded process. Every
 # exporter with a background thread pays that; the row shows how much of /work's extra it is.
-CONFIGS = ("bare", "appvitals", "appvitals100", "otel", "sentry", "ddtrace", "bare-threads")
+CONFIGS = (
+    "bare",
+    "appvitals",
+    "appvitals100",
+    "appvitals-inline",
+    "otel",
+    "sentry",
+    "ddtrace",
+    "bare-threads",
+)
+# appvitals-inline: the defaults with export_mode="inline" (no export thread).
+APPVITALS_CONFIGS = ("appvitals", "appvitals100", "appvitals-inline")
 
 CONFIG = os.environ.get("BENCH_CONFIG", "bare")
 if CONFIG not in CONFIGS:
@@ -154,8 +165,13 @@ def appvitals_configure(service_name: str) -> None:
     import appvitals
 
     ratio = 1.0 if CONFIG == "appvitals100" else None  # None: the default, 10 %
+    mode = "inline" if CONFIG == "appvitals-inline" else None  # None: the default, background
     appvitals.configure(
-        service_name=service_name, exporter="otlp", otlp_endpoint=SINK, sampler_ratio=ratio
+        service_name=service_name,
+        exporter="otlp",
+        otlp_endpoint=SINK,
+        sampler_ratio=ratio,
+        export_mode=mode,
     )
 
 

@@ -25,7 +25,7 @@ CONFIG = bench_common.CONFIG
 SERVICE = "bench-fastapi"
 
 telemetry: Any = None  # FastAPI's default
-if CONFIG in ("appvitals", "appvitals100"):
+if CONFIG in bench_common.APPVITALS_CONFIGS:
     bench_common.appvitals_configure(SERVICE)
 elif CONFIG == "otel":
     bench_common.otel_providers(SERVICE)
@@ -60,7 +60,7 @@ async def call() -> dict[str, object]:
     return {"upstream": response.json(), "status": response.status_code}
 
 
-if CONFIG in ("appvitals", "appvitals100"):
+if CONFIG in bench_common.APPVITALS_CONFIGS:
     import appvitals
 
     appvitals.instrument_fastapi(app)

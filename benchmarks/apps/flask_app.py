@@ -18,7 +18,7 @@ import httpx
 CONFIG = bench_common.CONFIG
 SERVICE = "bench-flask"
 
-if CONFIG in ("appvitals", "appvitals100"):
+if CONFIG in bench_common.APPVITALS_CONFIGS:
     bench_common.appvitals_configure(SERVICE)
 elif CONFIG == "otel":
     bench_common.otel_providers(SERVICE)
@@ -48,7 +48,7 @@ def call() -> dict[str, object]:
     return {"upstream": response.json(), "status": response.status_code}
 
 
-if CONFIG in ("appvitals", "appvitals100"):
+if CONFIG in bench_common.APPVITALS_CONFIGS:
     import appvitals
 
     appvitals.instrument_flask(app)

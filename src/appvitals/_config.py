@@ -32,6 +32,7 @@ OTEL_METRIC_EXPORT_TIMEOUT = "OTEL_METRIC_EXPORT_TIMEOUT"
 
 # --- appvitals' own variables ---
 APPVITALS_EXPORTER = "APPVITALS_EXPORTER"
+APPVITALS_EXPORT_MODE = "APPVITALS_EXPORT_MODE"
 APPVITALS_JSONL_DIR = "APPVITALS_JSONL_DIR"
 APPVITALS_SERVICE_VERSION = "APPVITALS_SERVICE_VERSION"
 APPVITALS_SERVICE_NAMESPACE = "APPVITALS_SERVICE_NAMESPACE"
@@ -52,6 +53,7 @@ APPVITALS_LOG_DEDUPE_WINDOW = "APPVITALS_LOG_DEDUPE_WINDOW"
 
 SIGNALS = ("traces", "metrics", "logs")
 EXPORTERS = ("otlp", "console", "jsonl", "none")
+EXPORT_MODES = ("background", "inline")
 PROTOCOLS = ("grpc", "http/protobuf")
 SAMPLERS = (
     "always_on",
@@ -94,6 +96,7 @@ class Config:
     environment: Optional[str] = None
     resource_attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     exporter: str = "jsonl"
+    export_mode: str = "background"
     jsonl_dir: str = "appvitals-data"
     otlp_endpoints: Mapping[str, Optional[str]] = dataclasses.field(default_factory=dict)
     otlp_protocols: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -282,6 +285,17 @@ def resolve(  # noqa: PLR0915 - one readable pass over every setting
     )
     _check_argument("exporter", exporter, lambda value: value in EXPORTERS, " | ".join(EXPORTERS))
 
+    export_mode = given.get("export_mode") or _parse_env(
+        env,
+        APPVITALS_EXPORT_MODE,
+        _choice(EXPORT_MODES),
+        " | ".join(EXPORT_MODES),
+        default.export_mode,
+    )
+    _check_argument(
+        "export_mode", export_mode, lambda value: value in EXPORT_MODES, " | ".join(EXPORT_MODES)
+    )
+
     endpoints: dict[str, Optional[str]] = {}
     protocols: dict[str, str] = {}
     for signal in SIGNALS:
@@ -380,6 +394,7 @@ def resolve(  # noqa: PLR0915 - one readable pass over every setting
         or resource_attributes.get("deployment.environment"),
         resource_attributes=resource_attributes,
         exporter=str(exporter),
+        export_mode=str(export_mode),
         jsonl_dir=str(
             given.get("jsonl_dir") or _env(env, APPVITALS_JSONL_DIR) or default.jsonl_dir
         ),

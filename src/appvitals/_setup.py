@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import logging
+import math
 import os
 import platform
 import socket
@@ -21,7 +22,7 @@ from typing import Any, Optional
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk.resources import Resource
 
-from appvitals import _safety
+from appvitals import _inline, _safety
 from appvitals._config import Config, ConfigurationError, resolve
 from appvitals._exporters import build_exporter
 from appvitals._version import __version__
@@ -45,6 +46,8 @@ class _State:
     extras: Optional[Extras] = None
     # The OTLP metric export when it shares the Prometheus reader (not on the provider).
     shared_export: Any = None
+    # export_mode="inline": the exports the application's requests run (no threads).
+    schedule: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +70,7 @@ def configure(
     environment: Optional[str] = None,
     resource_attributes: Optional[dict[str, str]] = None,
     exporter: Optional[str] = None,
+    export_mode: Optional[str] = None,
     jsonl_dir: Optional[str] = None,
     otlp_endpoint: Optional[str] = None,
     otlp_protocol: Optional[str] = None,
@@ -103,6 +107,9 @@ def configure(
         exporter: ``"otlp"``, ``"console"``, ``"jsonl"`` or ``"none"``
             (``APPVITALS_EXPORTER``; default ``jsonl``, or ``otlp`` when an
             ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set).
+        export_mode: ``"background"`` (the SDK's export threads, the default) or
+            ``"inline"``: no thread; the application's requests run the exports that are
+            due (``APPVITALS_EXPORT_MODE``; see ``docs/configuration.md``).
         jsonl_dir: folder of the ``jsonl`` files (``APPVITALS_JSONL_DIR``,
             default ``./appvitals-data``).
         otlp_endpoint: base URL of the OTLP receiver (``OTEL_EXPORTER_OTLP_ENDPOINT``).
@@ -183,10 +190,19 @@ def _install(state: _State) -> None:
     config = state.config
     extras = state.extras or Extras()
     resource = build_resource(config)
+    if config.export_mode == "inline":
+        state.schedule = _inline.Schedule()
+        # An export holds up the request that runs it: cap how long it may wait.
+        cap = _inline.INLINE_EXPORT_TIMEOUT
+        config = dataclasses.replace(
+            config,
+            otlp_timeout=min(config.otlp_timeout, cap),
+            metric_export_timeout=min(config.metric_export_timeout, cap),
+        )
     owned: list[str] = []
     if config.traces:
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-            state.tracer_provider = _tracer_provider(config, resource, extras)
+            state.tracer_provider = _tracer_provider(config, resource, extras, state.schedule)
             trace.set_tracer_provider(state.tracer_provider)
             owned.append("traces")
         else:
@@ -195,7 +211,9 @@ def _install(state: _State) -> None:
         from opentelemetry.metrics._internal import _ProxyMeterProvider
 
         if isinstance(metrics.get_meter_provider(), _ProxyMeterProvider):
-            state.meter_provider, state.shared_export = _meter_provider(config, resource, extras)
+            state.meter_provider, state.shared_export = _meter_provider(
+                config, resource, extras, state.schedule
+            )
             metrics.set_meter_provider(state.meter_provider)
             owned.append("metrics")
         else:
@@ -210,7 +228,7 @@ def _install(state: _State) -> None:
         from opentelemetry._logs._internal import ProxyLoggerProvider
 
         if isinstance(_logs.get_logger_provider(), ProxyLoggerProvider):
-            state.logger_provider = _logger_provider(config, resource, extras)
+            state.logger_provider = _logger_provider(config, resource, extras, state.schedule)
             _logs.set_logger_provider(state.logger_provider)
             owned.append("logs")
         else:
@@ -227,6 +245,7 @@ def _install(state: _State) -> None:
             _configure_logging(config)
     if config.logs or config.structlog:
         state.quieted = _quiet_per_request_loggers()
+    _inline.current = state.schedule
 
 
 def build_resource(config: Config) -> Resource:
@@ -254,7 +273,7 @@ def build_resource(config: Config) -> Resource:
     return Resource.create(attributes)
 
 
-def _tracer_provider(config: Config, resource: Resource, extras: Extras) -> Any:
+def _tracer_provider(config: Config, resource: Resource, extras: Extras, schedule: Any) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.sampling import (
         ALWAYS_OFF,
@@ -278,13 +297,16 @@ def _tracer_provider(config: Config, resource: Resource, extras: Extras) -> Any:
     provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
     exporter = build_exporter(config, "traces")
     if exporter is not None:
-        provider.add_span_processor(CountingBatchSpanProcessor(exporter))
+        processor = _batch_processor(CountingBatchSpanProcessor, exporter, schedule)
+        provider.add_span_processor(processor)
     for processor in extras.span_processors:
         provider.add_span_processor(processor)
     return provider
 
 
-def _meter_provider(config: Config, resource: Resource, extras: Extras) -> tuple[Any, Any]:
+def _meter_provider(
+    config: Config, resource: Resource, extras: Extras, schedule: Any
+) -> tuple[Any, Any]:
     """The provider, and the export that shares its Prometheus reader (or ``None``)."""
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
@@ -300,18 +322,25 @@ def _meter_provider(config: Config, resource: Resource, extras: Extras) -> tuple
         readers.append(source)
     exporter = build_exporter(config, "metrics")
     shared = None
+    periodic: Any = None
     if exporter is not None:
-        interval = config.metric_export_interval * 1000
+        # math.inf: a reader without its thread; the inline schedule collects it.
+        interval = math.inf if schedule else config.metric_export_interval * 1000
         timeout = config.metric_export_timeout * 1000
         if source is not None and SharedExportReader.can_share(exporter):
-            shared = SharedExportReader(exporter, source, interval, timeout)
+            periodic = shared = SharedExportReader(exporter, source, interval, timeout)
         else:
-            readers.append(PeriodicExportingMetricReader(exporter, interval, timeout))
+            periodic = PeriodicExportingMetricReader(exporter, interval, timeout)
+            readers.append(periodic)
     provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+    if schedule is not None and periodic is not None:
+        _inline.collect_every(
+            schedule, periodic, config.metric_export_interval, config.metric_export_timeout
+        )
     return provider, shared
 
 
-def _logger_provider(config: Config, resource: Resource, extras: Extras) -> Any:
+def _logger_provider(config: Config, resource: Resource, extras: Extras, schedule: Any) -> Any:
     from opentelemetry.sdk._logs import LoggerProvider
 
     from appvitals._exporters import CountingBatchLogRecordProcessor
@@ -322,10 +351,22 @@ def _logger_provider(config: Config, resource: Resource, extras: Extras) -> Any:
     provider.add_log_record_processor(BoundFieldsProcessor())
     exporter = build_exporter(config, "logs")
     if exporter is not None:
-        provider.add_log_record_processor(CountingBatchLogRecordProcessor(exporter))
+        provider.add_log_record_processor(
+            _batch_processor(CountingBatchLogRecordProcessor, exporter, schedule)
+        )
     for processor in extras.log_processors:
         provider.add_log_record_processor(processor)
     return provider
+
+
+def _batch_processor(processor_class: type[Any], exporter: Any, schedule: Any) -> Any:
+    """The SDK's batch processor, or the same processor exporting inline from ``schedule``."""
+    if schedule is None:
+        return processor_class(exporter)
+    delay, max_batch, max_queue = _inline.batch_settings(processor_class)
+    signal = "traces" if "Span" in processor_class.__name__ else "logs"
+    batch = _inline.InlineBatch(signal, exporter, schedule, delay, max_batch, max_queue)
+    return _inline.install_into(processor_class, batch)
 
 
 class _NotFromExporters(logging.Filter):
@@ -385,7 +426,9 @@ def force_flush(timeout: Optional[float] = None) -> bool:
     if state is None or state.config.disabled:
         return True
     limit = state.config.shutdown_timeout if timeout is None else timeout
-    return _bounded(lambda deadline: _flush_providers(state, deadline), limit)
+    return _bounded(
+        lambda deadline: _flush_providers(state, deadline), limit, state.schedule is not None
+    )
 
 
 def shutdown(timeout: Optional[float] = None) -> bool:
@@ -398,6 +441,7 @@ def shutdown(timeout: Optional[float] = None) -> bool:
     global _state
     with _lock:
         state, _state = _state, None
+        _inline.current = None
     if state is not None:
         if state.log_handler is not None:
             logging.getLogger().removeHandler(state.log_handler)
@@ -419,6 +463,9 @@ def shutdown(timeout: Optional[float] = None) -> bool:
     limit = state.config.shutdown_timeout if timeout is None else timeout
 
     def stop(deadline: float) -> None:
+        if state.schedule is not None:
+            # Readers without a thread export nothing on shutdown: collect them first.
+            _flush_providers(state, deadline)
         # Shutting a provider down exports what it buffered; one the application owns is
         # only flushed, because the application may still use it.
         for signal, provider in (
@@ -441,7 +488,7 @@ def shutdown(timeout: Optional[float] = None) -> bool:
                 else:
                     provider.shutdown()
 
-    return _bounded(stop, limit)
+    return _bounded(stop, limit, state.schedule is not None)
 
 
 def _flush_providers(state: _State, deadline: float) -> None:
@@ -453,13 +500,19 @@ def _flush_providers(state: _State, deadline: float) -> None:
                 provider.force_flush(remaining_ms)
 
 
-def _bounded(work: Any, timeout: float) -> bool:
+def _bounded(work: Any, timeout: float, inline: bool = False) -> bool:
     """Run ``work(deadline)`` in a daemon thread and wait at most ``timeout`` seconds.
 
     A daemon thread stuck in an exporter (a dead collector, a DNS lookup) cannot keep the
     interpreter from exiting; the caller regains control at the deadline either way.
+    ``inline`` (``export_mode="inline"``) runs it in the calling thread instead, so that a
+    flush does not start the process's first thread; each export is then bounded by the
+    capped exporter timeouts.
     """
     deadline = time.monotonic() + max(0.0, timeout)
+    if inline:
+        work(deadline)
+        return time.monotonic() <= deadline
     worker = threading.Thread(target=work, args=(deadline,), name="appvitals-flush", daemon=True)
     worker.start()
     worker.join(max(0.0, timeout))
@@ -495,6 +548,8 @@ def _after_fork_in_child() -> None:
     _lock = threading.RLock()
     _safety._at_fork_reinit()
     state = _state
+    if state is not None and state.schedule is not None:
+        state.schedule.at_fork_reinit()
     if state is not None:
         pid = Resource({"process.pid": os.getpid()})
         for signal in state.owned:

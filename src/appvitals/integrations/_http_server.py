@@ -30,6 +30,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from appvitals._context import _fields, is_valid_correlation_id, new_correlation_id
+from appvitals._inline import tick
 from appvitals._safety import report_internal_error
 from appvitals._version import __version__
 
@@ -446,6 +447,7 @@ class Request:
                 otel_context.detach(self._token)
             except Exception as internal:
                 report_internal_error("http server context", internal)
+        tick()  # export_mode="inline": the exports that are due, after the request's context
 
 
 def _describe_outcome(

@@ -29,6 +29,7 @@ from typing import Any
 from opentelemetry import trace
 
 from appvitals._context import _fields
+from appvitals._inline import tick
 from appvitals._safety import report_internal_error
 from appvitals.integrations._http_server import (
     EndpointRequest,
@@ -97,6 +98,7 @@ class AppvitalsMiddleware:
         telemetry = self.telemetry
         path = scope.get("path", "")
         if path in telemetry.excluded:
+            tick()  # probes and scrapes run inline exports too, when an idle app gets no other
             endpoint = telemetry.endpoints.get(path)
             if endpoint is None or not serves(endpoint, scope.get("method")):
                 await self.app(scope, receive, send)

@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from appvitals._inline import tick
 from appvitals._safety import report_internal_error
 from appvitals.integrations._http_server import (
     EndpointRequest,
@@ -57,6 +58,7 @@ class _WSGIMiddleware:
         path = environ.get("PATH_INFO", "")
         if path in telemetry.excluded:
             endpoint = telemetry.endpoints.get(path)
+            tick()  # probes and scrapes run inline exports too, when an idle app gets no other
             if endpoint is None or not serves(endpoint, environ.get("REQUEST_METHOD")):
                 return self.wsgi_app(environ, start_response)
             status, headers, body = endpoint_response(endpoint, _endpoint_request(environ))

@@ -1,0 +1,221 @@
+"""Thread-free export (``export_mode="inline"``): the application's own calls run the exports.
+
+The OpenTelemetry SDK exports from three background threads (batch spans, batch log
+records, periodic metrics). Any second thread makes a process slower at native work it
+never touches: glibc takes its locks — malloc's, SQLite's mutexes, the GIL's — with atomic
+instructions once a process has started a thread, and skips them while it has one
+(``docs/benchmarks.md`` measures it: about 4 % of a SQLite-heavy request on gunicorn's
+single-threaded sync worker). In inline mode appvitals starts no thread. Spans and log
+records wait in bounded buffers, the metric readers have no schedule of their own, and
+:func:`tick` — called by the HTTP middleware after each request (health and ``/metrics``
+requests too) and by every queued span or log record — runs whatever export is due, in the
+calling thread.
+
+The price: the request whose end finds an export due waits for it (a few milliseconds to a
+local collector; at most ``INLINE_EXPORT_TIMEOUT`` to a dead one, after which the failed
+export is retried later and later), and a process that does nothing exports nothing until
+it does something again or exits (``shutdown()`` and the exit hook flush every buffer).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Optional
+
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+
+from appvitals._safety import report_internal_error
+
+# Seconds one export may hold up the request that runs it (caps OTEL_EXPORTER_OTLP_TIMEOUT).
+INLINE_EXPORT_TIMEOUT = 2.0
+# After a failed export the next attempt waits this long, doubling per failure up to the
+# longest pause: a dead collector costs one request per pause, not every request.
+_FIRST_RETRY, _LONGEST_PAUSE = 5.0, 300.0
+
+_monotonic = time.monotonic
+
+
+class _Task:
+    """One export on a schedule: run when due, rescheduled by its outcome."""
+
+    __slots__ = ("due", "export", "failures", "interval", "name")
+
+    def __init__(self, name: str, interval: float, export: Callable[[], bool]) -> None:
+        self.name = name
+        self.interval = interval
+        self.export = export
+        self.failures = 0
+        self.due = _monotonic() + interval
+
+    def run(self, now: float) -> None:
+        try:
+            succeeded = self.export()
+        except Exception as error:  # an exporter bug must not reach the request
+            report_internal_error(f"inline {self.name} export", error)
+            succeeded = False
+        if succeeded:
+            self.failures = 0
+            self.due = now + self.interval
+        else:
+            self.failures += 1
+            pause = _FIRST_RETRY * 2 ** min(self.failures - 1, 16)
+            self.due = now + max(self.interval, min(pause, _LONGEST_PAUSE))
+
+
+class Schedule:
+    """The exports of one ``configure()``; nothing runs between two :meth:`run_due` calls."""
+
+    def __init__(self) -> None:
+        self._tasks: list[_Task] = []
+        self.batches: list[InlineBatch] = []
+        self._lock = threading.Lock()
+        # The earliest due time of any task: tick() compares one float per call.
+        self.next_due = math.inf
+
+    def every(self, name: str, interval: float, export: Callable[[], bool]) -> _Task:
+        task = _Task(name, interval, export)
+        self._tasks.append(task)
+        self.next_due = min(self.next_due, task.due)
+        return task
+
+    def hurry(self, task: _Task) -> None:
+        """Make ``task`` due now (a full batch), unless it is pausing after a failure."""
+        if task.failures == 0:
+            task.due = self.next_due = -math.inf
+
+    def run_due(self) -> None:
+        # Non-blocking: in a threaded server a second thread finding the same export due
+        # goes on with its request instead of waiting for the first one's export.
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            now = _monotonic()
+            for task in self._tasks:
+                if now >= task.due:
+                    task.run(now)
+            self.next_due = min((task.due for task in self._tasks), default=math.inf)
+        finally:
+            self._lock.release()
+
+    def at_fork_reinit(self) -> None:
+        """In a forked child: a new lock, and no copy of what the parent buffered."""
+        self._lock = threading.Lock()
+        for batch in self.batches:
+            batch.clear()
+
+
+# The schedule of the active configure() in inline mode, else None (background threads).
+current: Optional[Schedule] = None
+
+
+def tick() -> None:
+    """Run the exports that are due, if appvitals exports inline; cheap when none is."""
+    schedule = current
+    if schedule is not None and _monotonic() >= schedule.next_due:
+        schedule.run_due()
+
+
+def _succeeded(result: Any) -> bool:
+    # SpanExportResult and LogRecordExportResult are distinct enums with a SUCCESS member.
+    return getattr(result, "name", None) == "SUCCESS"
+
+
+class InlineBatch:
+    """The SDK batch processor's interface (``emit``, ``force_flush``, ``shutdown``), no thread.
+
+    It takes the place of ``BatchSpanProcessor._batch_processor`` and
+    ``BatchLogRecordProcessor._batch_processor`` (see :func:`install_into`), so the SDK's
+    own ``on_end``/``on_emit`` — which filter unsampled spans and copy log records — still
+    run. Like the SDK's, the buffer is a bounded deque that evicts the oldest item when
+    full (appvitals counts those in ``appvitals.telemetry.dropped``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        exporter: Any,
+        schedule: Schedule,
+        delay_seconds: float,
+        max_batch: int,
+        max_queue: int,
+    ) -> None:
+        self._exporter = exporter
+        self._queue: collections.deque[Any] = collections.deque(maxlen=max(1, max_queue))
+        self._max_batch = max(1, max_batch)
+        self._schedule = schedule
+        self._shutdown = False
+        self._task = schedule.every(name, delay_seconds, self._export_pending)
+        schedule.batches.append(self)
+
+    def emit(self, item: Any) -> None:
+        if self._shutdown:
+            return
+        queue = self._queue
+        queue.append(item)
+        if len(queue) >= self._max_batch:
+            self._schedule.hurry(self._task)
+        tick()  # a process without HTTP middleware (a worker, a script) exports from here
+
+    def _export_pending(self) -> bool:
+        queue = self._queue
+        while queue:
+            batch = [queue.popleft() for _ in range(min(self._max_batch, len(queue)))]
+            token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+            try:
+                result = self._exporter.export(batch)
+            finally:
+                detach(token)
+            if not _succeeded(result):
+                return False
+        return True
+
+    def force_flush(self, timeout_millis: Optional[float] = None) -> bool:
+        del timeout_millis  # bounded by the exporter's own timeout
+        return self._shutdown or self._export_pending()
+
+    def shutdown(self, timeout_millis: float = 30_000) -> None:
+        del timeout_millis
+        if self._shutdown:
+            return
+        try:
+            self._export_pending()
+        finally:
+            self._shutdown = True
+            self._exporter.shutdown()
+
+    def clear(self) -> None:
+        """Forget what the parent process buffered (after ``fork``; the parent exports it)."""
+        self._queue.clear()
+
+
+def install_into(processor_class: type[Any], batch: InlineBatch) -> Any:
+    """A ``processor_class`` (a subclass of the SDK's batch processor) running on ``batch``.
+
+    ``__init__`` is skipped on purpose: it would start the SDK's worker thread.
+    """
+    processor = object.__new__(processor_class)
+    processor._batch_processor = batch
+    return processor
+
+
+def batch_settings(processor_class: type[Any]) -> tuple[float, int, int]:
+    """(delay seconds, max batch, max queue) from the SDK's ``OTEL_BSP_*``/``OTEL_BLRP_*``."""
+    return (
+        processor_class._default_schedule_delay_millis() / 1000,
+        processor_class._default_max_export_batch_size(),
+        processor_class._default_max_queue_size(),
+    )
+
+
+def collect_every(schedule: Schedule, reader: Any, interval: float, timeout: float) -> None:
+    """Export ``reader`` (a periodic reader without a thread) every ``interval`` seconds."""
+
+    def export() -> bool:
+        reader.collect(timeout_millis=timeout * 1000)
+        return True  # the SDK reader logs and swallows an export's failure
+
+    schedule.every("metrics", interval, export)

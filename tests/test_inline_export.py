@@ -1,0 +1,285 @@
+"""export_mode="inline": no export thread, exports run by the application's own requests."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+import appvitals
+from appvitals import _inline, _setup
+from appvitals.testing import OTLPReceiver
+
+# A Flask app in its own process: the test process runs the receiver's threads, and glibc's
+# single-threaded flag, once cleared, stays cleared for the life of a process.
+CHILD = textwrap.dedent(
+    """
+    import ctypes, json, logging, os, sys, threading, time
+
+    import flask
+
+    import appvitals
+
+    appvitals.configure(
+        service_name="inline-app",
+        exporter="otlp",
+        otlp_endpoint=os.environ["ENDPOINT"],
+        otlp_protocol="http/protobuf",
+        sampler_ratio=1.0,
+        metric_export_interval=0.3,
+    )
+    app = flask.Flask("inline")
+
+    @app.get("/hello")
+    def hello():
+        logging.getLogger("inline").warning("hello from a request")
+        return "hi"
+
+    appvitals.instrument_flask(app)
+    client = app.test_client()
+    for _ in range(3):
+        client.get("/hello")
+    time.sleep(0.6)  # past every delay: the next request runs the exports
+    client.get("/hello")
+    flag = ctypes.c_char.in_dll(ctypes.CDLL(None), "__libc_single_threaded").value
+    result = {
+        "single_threaded": flag == b"\\x01",
+        "threads": sorted(thread.name for thread in threading.enumerate()),
+    }
+    print("RESULT " + json.dumps(result), flush=True)
+    os._exit(0)  # no exit hook: what the receiver has was exported while the app ran
+    """
+)
+
+
+def run_child(receiver: OTLPReceiver, mode: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPVITALS_"))}
+    env.update(
+        ENDPOINT=receiver.http_endpoint,
+        APPVITALS_EXPORT_MODE=mode,
+        OTEL_BSP_SCHEDULE_DELAY="200",
+        OTEL_BLRP_SCHEDULE_DELAY="200",
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, completed.stdout + completed.stderr
+    return dict(json.loads(lines[-1].removeprefix("RESULT ")))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads glibc's flag")
+@pytest.mark.parametrize("mode", ["inline", "background"])
+def test_inline_mode_keeps_the_process_single_threaded(
+    otlp_receiver: OTLPReceiver, mode: str
+) -> None:
+    """Inline: one thread, and spans, metrics and logs still reach the collector in life.
+
+    The background mode shows what the assertion tells apart: the SDK's three export
+    threads, and glibc's single-threaded fast path gone.
+    """
+    result = run_child(otlp_receiver, mode)
+    if mode == "inline":
+        assert result == {"single_threaded": True, "threads": ["MainThread"]}
+    else:
+        assert result["single_threaded"] is False
+        assert any(name.startswith("OtelBatch") for name in result["threads"])
+    # The first three requests' spans; the fourth's waits for the next export (or the exit).
+    spans = otlp_receiver.wait_for_spans(lambda s: s.name == "GET /hello", count=3)
+    assert len(spans) >= 3
+    assert otlp_receiver.wait_for_logs(lambda r: r.body == "hello from a request", count=3)
+    assert otlp_receiver.wait_for_metrics(lambda p: p.name == "http.server.request.duration")
+
+
+def test_shutdown_exports_everything_buffered(otlp_receiver: OTLPReceiver) -> None:
+    """No request ever ran an export: shutdown() sends the spans, metrics and logs."""
+    appvitals.configure(
+        service_name="inline-shutdown",
+        exporter="otlp",
+        otlp_endpoint=otlp_receiver.http_endpoint,
+        otlp_protocol="http/protobuf",
+        sampler_ratio=1.0,
+        export_mode="inline",
+    )
+    with appvitals.span("inline.work"):
+        appvitals.counter("inline.items").add(2)
+        logging.getLogger("inline").warning("buffered")
+    assert otlp_receiver.spans() == []  # 5 s / 1 s / 60 s away, and nothing ticked
+    assert appvitals.shutdown(timeout=10)
+    assert _inline.current is None
+    assert otlp_receiver.wait_for_spans(lambda s: s.name == "inline.work")
+    (point,) = otlp_receiver.wait_for_metrics(lambda p: p.name == "inline.items")
+    assert point.value == 2
+    assert otlp_receiver.wait_for_logs(lambda r: r.body == "buffered")
+
+
+def test_inline_timeouts_are_capped_and_the_configuration_says_so() -> None:
+    """The effective export timeouts are capped; get_config() keeps what was asked for."""
+    config = appvitals.configure(exporter="none", export_mode="inline", otlp_timeout=30)
+    assert (config.export_mode, config.otlp_timeout) == ("inline", 30)
+    state = _setup._state
+    assert state is not None
+    assert isinstance(state.schedule, _inline.Schedule)
+    assert _inline.current is state.schedule
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Recorder:
+    """A span exporter recording its batches; fails while ``failing``."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Any]] = []
+        self.failing = False
+        self.shut = False
+
+    def export(self, batch: list[Any]) -> SpanExportResult:
+        self.batches.append(list(batch))
+        return SpanExportResult.FAILURE if self.failing else SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.shut = True
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(_inline, "_monotonic", fake)
+    return fake
+
+
+def make_batch(
+    monkeypatch: pytest.MonkeyPatch, *, max_batch: int = 3, max_queue: int = 5
+) -> tuple[_inline.Schedule, _inline.InlineBatch, Recorder]:
+    schedule = _inline.Schedule()
+    recorder = Recorder()
+    batch = _inline.InlineBatch("traces", recorder, schedule, 5.0, max_batch, max_queue)
+    monkeypatch.setattr(_inline, "current", schedule)
+    return schedule, batch, recorder
+
+
+def test_a_batch_exports_when_due_or_full(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing runs before the delay; a full batch runs at once; the rest waits its turn."""
+    schedule, batch, recorder = make_batch(monkeypatch)
+    batch.emit("a")
+    batch.emit("b")
+    _inline.tick()
+    assert recorder.batches == []
+    clock.now += 5.0
+    _inline.tick()
+    assert recorder.batches == [["a", "b"]]
+    assert schedule.next_due == clock.now + 5.0
+    for item in "cde":  # the third fills a batch: its emit runs the export
+        batch.emit(item)
+    assert recorder.batches[-1] == ["c", "d", "e"]
+
+
+def test_a_full_buffer_drops_the_oldest(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like the SDK's queue: bounded, the oldest evicted, exported in batches when due."""
+    _, batch, recorder = make_batch(monkeypatch, max_batch=10, max_queue=3)
+    for item in "abcde":
+        batch.emit(item)
+    clock.now += 5.0
+    _inline.tick()
+    assert recorder.batches == [["c", "d", "e"]]
+
+
+def test_failures_back_off_and_success_resets(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead collector is tried after 5 s, 10 s, 20 s …, not on every request."""
+    schedule, batch, recorder = make_batch(monkeypatch, max_batch=100, max_queue=300)
+    recorder.failing = True
+    pauses = []
+    for _ in range(4):
+        batch.emit("x")
+        clock.now = schedule.next_due
+        _inline.tick()
+        pauses.append(schedule.next_due - clock.now)
+    assert pauses == [5.0, 10.0, 20.0, 40.0]
+    for _ in range(200):  # a full batch does not cut a pause short
+        batch.emit("y")
+    assert len(recorder.batches) == 4
+    recorder.failing = False
+    clock.now = schedule.next_due
+    _inline.tick()
+    assert schedule.next_due - clock.now == 5.0
+    assert len(recorder.batches[-1]) == 100  # the rest follows in the same run
+    assert len(recorder.batches[-2]) == 100
+
+
+def test_an_exporter_that_raises_is_a_failed_export(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception inside an export never reaches the request that ran it."""
+    schedule, batch, recorder = make_batch(monkeypatch)
+
+    def explode(_batch: list[Any]) -> SpanExportResult:
+        raise RuntimeError("exporter bug")
+
+    monkeypatch.setattr(recorder, "export", explode)
+    batch.emit("a")
+    clock.now += 5.0
+    _inline.tick()  # does not raise
+    assert schedule.next_due == clock.now + 5.0
+
+
+def test_shutdown_flushes_and_fork_forgets(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """shutdown() exports what is left; a forked child drops the parent's buffer."""
+    schedule, batch, recorder = make_batch(monkeypatch)
+    batch.emit("parent")
+    schedule.at_fork_reinit()
+    batch.emit("child")
+    batch.shutdown()
+    assert recorder.batches == [["child"]]
+    assert recorder.shut
+    batch.emit("late")  # after shutdown: ignored
+    assert batch.force_flush()
+    assert recorder.batches == [["child"]]
+
+
+def test_tick_without_inline_mode_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The middleware calls tick() on every request; in background mode it is a no-op."""
+    monkeypatch.setattr(_inline, "current", None)
+    _inline.tick()
+    schedule = _inline.Schedule()
+    assert schedule.next_due == math.inf
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads glibc's flag")
+def test_importing_appvitals_starts_no_thread() -> None:
+    """The SDK's resource detection ran in a thread pool at import; appvitals' runs inline."""
+    code = (
+        "import ctypes, appvitals, opentelemetry.sdk._logs;"
+        "appvitals.configure(exporter='none', export_mode='inline');"
+        "print(ctypes.c_char.in_dll(ctypes.CDLL(None), '__libc_single_threaded').value)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPVITALS_"))}
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.stdout.strip().splitlines()[-1] == r"b'\x01'", completed.stderr
