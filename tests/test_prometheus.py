@@ -593,6 +593,30 @@ def test_snapshots_are_written_in_the_background_and_stop_at_shutdown(
     assert not reader.start_snapshots()
 
 
+def test_inline_export_mode_writes_snapshots_from_the_schedule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """export_mode="inline": the snapshot is an export task run by tick(), not a thread."""
+    from appvitals import _inline
+
+    monkeypatch.setenv(DIRECTORY_VARIABLE, str(tmp_path))
+    monkeypatch.setenv("APPVITALS_PROMETHEUS_WRITE_INTERVAL", "0.05")
+    own = tmp_path / f"appvitals-{os.getpid()}.json"
+    schedule = _inline.Schedule()
+    monkeypatch.setattr(_inline, "current", schedule)
+    reader = PrometheusReader()
+    with attached(reader) as provider:
+        provider.get_meter("shop").create_counter("shop.orders").add(5, {"channel": "web"})
+        assert reader.start_snapshots()  # again: still one task
+        assert not own.exists()
+        time.sleep(0.1)
+        _inline.tick()
+        snapshot = json.loads(own.read_text())
+        assert snapshot["families"][0]["samples"] == [["", [["channel", "web"]], 5]]
+        assert not any(t.name == "appvitals-prometheus-snapshots" for t in threading.enumerate())
+        assert [task.name for task in schedule._tasks] == ["prometheus snapshot"]
+
+
 def test_single_process_mode_writes_nothing_and_starts_no_thread(tmp_path: Path) -> None:
     """Without the variable the reader is a plain pull reader."""
     reader = PrometheusReader()

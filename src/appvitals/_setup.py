@@ -191,7 +191,8 @@ def _install(state: _State) -> None:
     extras = state.extras or Extras()
     resource = build_resource(config)
     if config.export_mode == "inline":
-        state.schedule = _inline.Schedule()
+        # Current from here: the Prometheus reader schedules its snapshots on it.
+        state.schedule = _inline.current = _inline.Schedule()
         # An export holds up the request that runs it: cap how long it may wait.
         cap = _inline.INLINE_EXPORT_TIMEOUT
         config = dataclasses.replace(
@@ -245,7 +246,6 @@ def _install(state: _State) -> None:
             _configure_logging(config)
     if config.logs or config.structlog:
         state.quieted = _quiet_per_request_loggers()
-    _inline.current = state.schedule
 
 
 def build_resource(config: Config) -> Resource:

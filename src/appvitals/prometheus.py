@@ -45,7 +45,7 @@ import tempfile
 import threading
 import uuid
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -65,7 +65,7 @@ from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.metrics.export import Sum as SumData
 from opentelemetry.sdk.resources import Resource
 
-from appvitals import _safety
+from appvitals import _inline, _safety
 
 __all__ = [
     "CONTENT_TYPE",
@@ -781,6 +781,19 @@ def _snapshot_loop(
         del current  # no strong reference while sleeping: the reader may be collected
 
 
+def _snapshot_task(reader: PrometheusReader) -> Callable[[], bool]:
+    """The snapshot write as an inline export task (``export_mode="inline"``)."""
+    reference = weakref.ref(reader)
+
+    def write() -> bool:
+        current = reference()
+        if current is not None and not current._is_shutdown:
+            current._write_own_snapshot()
+        return True
+
+    return write
+
+
 class PrometheusReader(MetricReader):
     """A pull metric reader rendering the Prometheus text exposition format 0.0.4.
 
@@ -845,6 +858,7 @@ class PrometheusReader(MetricReader):
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._snapshots_wanted = False
+        self._schedule: Optional[_inline.Schedule] = None  # export_mode="inline"
         self._pid = os.getpid()
         self._token = uuid.uuid4().hex
         self._predecessor_checked = False
@@ -1038,9 +1052,16 @@ class PrometheusReader(MetricReader):
             if self._is_shutdown or self.multiprocess_directory() is None:
                 return False
             with _module_lock:
+                interval = self._interval or _interval_from_environment()
+                schedule = _inline.current
+                if schedule is not None:  # export_mode="inline": a scheduled write, no thread
+                    self._snapshots_wanted = True
+                    if self._schedule is not schedule:
+                        self._schedule = schedule
+                        schedule.every("prometheus snapshot", interval, _snapshot_task(self))
+                    return True
                 if self._thread is not None and self._thread.is_alive():
                     return True
-                interval = self._interval or _interval_from_environment()
                 self._snapshots_wanted = True
                 self._thread = threading.Thread(
                     target=_snapshot_loop,
