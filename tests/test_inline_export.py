@@ -60,21 +60,27 @@ CHILD = textwrap.dedent(
 )
 
 
-def run_child(receiver: OTLPReceiver, mode: str) -> dict[str, Any]:
+def run_python(code: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """``python -c code`` in a clean environment (no OTEL_/APPVITALS_) plus ``variables``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPVITALS_"))}
-    env.update(
-        ENDPOINT=receiver.http_endpoint,
-        APPVITALS_EXPORT_MODE=mode,
-        OTEL_BSP_SCHEDULE_DELAY="200",
-        OTEL_BLRP_SCHEDULE_DELAY="200",
-    )
-    completed = subprocess.run(
-        [sys.executable, "-c", CHILD],
+    env.update(variables)
+    return subprocess.run(
+        [sys.executable, "-c", code],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+    )
+
+
+def run_child(receiver: OTLPReceiver, mode: str) -> dict[str, Any]:
+    completed = run_python(
+        CHILD,
+        ENDPOINT=receiver.http_endpoint,
+        APPVITALS_EXPORT_MODE=mode,
+        OTEL_BSP_SCHEDULE_DELAY="200",
+        OTEL_BLRP_SCHEDULE_DELAY="200",
     )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, completed.stdout + completed.stderr
@@ -273,13 +279,5 @@ def test_importing_appvitals_starts_no_thread() -> None:
         "appvitals.configure(exporter='none', export_mode='inline');"
         "print(ctypes.c_char.in_dll(ctypes.CDLL(None), '__libc_single_threaded').value)"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPVITALS_"))}
-    completed = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    completed = run_python(code)
     assert completed.stdout.strip().splitlines()[-1] == r"b'\x01'", completed.stderr

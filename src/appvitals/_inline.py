@@ -4,7 +4,7 @@ The OpenTelemetry SDK exports from three background threads (batch spans, batch 
 records, periodic metrics). Any second thread makes a process slower at native work it
 never touches: glibc takes its locks — malloc's, SQLite's mutexes, the GIL's — with atomic
 instructions once a process has started a thread, and skips them while it has one
-(``docs/benchmarks.md`` measures it: about 4 % of a SQLite-heavy request on gunicorn's
+(``docs/benchmarks.md`` measures it: 2 to 4 % of a SQLite-heavy request on gunicorn's
 single-threaded sync worker). In inline mode appvitals starts no thread. Spans and log
 records wait in bounded buffers, the metric readers have no schedule of their own, and
 :func:`tick` — called by the HTTP middleware after each request (health and ``/metrics``
