@@ -577,6 +577,7 @@ def test_httpx_request_lines_are_quieted_unless_the_app_chose(logged: Logged) ->
     """
     httpx_logger = logging.getLogger("httpx")
     assert httpx_logger.level == logging.WARNING  # configured by the fixture
+    assert logging.getLogger("httpx2").level == logging.WARNING  # its successor's name
     httpx_logger.info('HTTP Request: GET http://shop.internal/ "HTTP/1.1 200 OK"')
     httpx_logger.warning("retrying")
     assert [line["event"] for line in logged.lines()] == ["retrying"]

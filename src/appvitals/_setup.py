@@ -395,7 +395,8 @@ def _install_log_handler(config: Config, provider: Any) -> Optional[logging.Hand
 # Libraries that log one INFO line per request they make. appvitals records those requests
 # as spans and metrics (appvitals.http); with the root logger lowered to INFO, each line
 # would also be written to the console and exported, ~50 µs a call (docs/benchmarks.md).
-PER_REQUEST_LOGGERS = ("httpx",)
+# httpx2: the "next generation" httpx (Starlette's TestClient uses it) logs the same line.
+PER_REQUEST_LOGGERS = ("httpx", "httpx2")
 
 
 def _quiet_per_request_loggers() -> tuple[str, ...]:
