@@ -47,7 +47,7 @@ class _State:
     # The OTLP metric export when it shares the Prometheus reader (not on the provider).
     shared_export: Any = None
     # export_mode="inline": the exports the application's requests run (no threads).
-    schedule: Any = None
+    schedule: Optional[_inline.Schedule] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,7 +273,9 @@ def build_resource(config: Config) -> Resource:
     return Resource.create(attributes)
 
 
-def _tracer_provider(config: Config, resource: Resource, extras: Extras, schedule: Any) -> Any:
+def _tracer_provider(
+    config: Config, resource: Resource, extras: Extras, schedule: Optional[_inline.Schedule]
+) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.sampling import (
         ALWAYS_OFF,
@@ -297,7 +299,7 @@ def _tracer_provider(config: Config, resource: Resource, extras: Extras, schedul
     provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
     exporter = build_exporter(config, "traces")
     if exporter is not None:
-        processor = _batch_processor(CountingBatchSpanProcessor, exporter, schedule)
+        processor = _batch_processor(CountingBatchSpanProcessor, "traces", exporter, schedule)
         provider.add_span_processor(processor)
     for processor in extras.span_processors:
         provider.add_span_processor(processor)
@@ -305,7 +307,7 @@ def _tracer_provider(config: Config, resource: Resource, extras: Extras, schedul
 
 
 def _meter_provider(
-    config: Config, resource: Resource, extras: Extras, schedule: Any
+    config: Config, resource: Resource, extras: Extras, schedule: Optional[_inline.Schedule]
 ) -> tuple[Any, Any]:
     """The provider, and the export that shares its Prometheus reader (or ``None``)."""
     from opentelemetry.sdk.metrics import MeterProvider
@@ -325,7 +327,7 @@ def _meter_provider(
     periodic: Any = None
     if exporter is not None:
         # math.inf: a reader without its thread; the inline schedule collects it.
-        interval = math.inf if schedule else config.metric_export_interval * 1000
+        interval = math.inf if schedule is not None else config.metric_export_interval * 1000
         timeout = config.metric_export_timeout * 1000
         if source is not None and SharedExportReader.can_share(exporter):
             periodic = shared = SharedExportReader(exporter, source, interval, timeout)
@@ -340,7 +342,9 @@ def _meter_provider(
     return provider, shared
 
 
-def _logger_provider(config: Config, resource: Resource, extras: Extras, schedule: Any) -> Any:
+def _logger_provider(
+    config: Config, resource: Resource, extras: Extras, schedule: Optional[_inline.Schedule]
+) -> Any:
     from opentelemetry.sdk._logs import LoggerProvider
 
     from appvitals._exporters import CountingBatchLogRecordProcessor
@@ -352,19 +356,20 @@ def _logger_provider(config: Config, resource: Resource, extras: Extras, schedul
     exporter = build_exporter(config, "logs")
     if exporter is not None:
         provider.add_log_record_processor(
-            _batch_processor(CountingBatchLogRecordProcessor, exporter, schedule)
+            _batch_processor(CountingBatchLogRecordProcessor, "logs", exporter, schedule)
         )
     for processor in extras.log_processors:
         provider.add_log_record_processor(processor)
     return provider
 
 
-def _batch_processor(processor_class: type[Any], exporter: Any, schedule: Any) -> Any:
+def _batch_processor(
+    processor_class: type[Any], signal: str, exporter: Any, schedule: Optional[_inline.Schedule]
+) -> Any:
     """The SDK's batch processor, or the same processor exporting inline from ``schedule``."""
     if schedule is None:
         return processor_class(exporter)
     delay, max_batch, max_queue = _inline.batch_settings(processor_class)
-    signal = "traces" if "Span" in processor_class.__name__ else "logs"
     batch = _inline.InlineBatch(signal, exporter, schedule, delay, max_batch, max_queue)
     return _inline.install_into(processor_class, batch)
 
