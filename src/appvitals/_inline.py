@@ -12,9 +12,10 @@ requests too) and by every queued span or log record — runs whatever export is
 calling thread.
 
 The price: the request whose end finds an export due waits for it (a few milliseconds to a
-local collector; at most ``INLINE_EXPORT_TIMEOUT`` to a dead one, after which the failed
-export is retried later and later), and a process that does nothing exports nothing until
-it does something again or exits (``shutdown()`` and the exit hook flush every buffer).
+local collector; at most ``INLINE_EXPORT_TIMEOUT`` to a dead one, after which the next
+export waits longer and longer; a failed batch is dropped, as the SDK drops it), and a
+process that does nothing exports nothing until it does something again or exits
+(``shutdown()`` and the exit hook flush every buffer).
 """
 
 from __future__ import annotations
