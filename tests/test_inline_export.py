@@ -142,6 +142,43 @@ def test_inline_timeouts_are_capped_and_the_configuration_says_so() -> None:
     assert _inline.current is state.schedule
 
 
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_a_refused_export_fails_without_a_retry_pause(
+    protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The capped timeout is shorter than the exporter's first pause: it gives up at once.
+
+    With the SDK's own timeout (10 s) the OTLP exporters log "retrying in 1.0s" and sleep,
+    in the request that runs the export; in inline mode they log the failure only.
+    """
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    appvitals.configure(
+        service_name="inline-refused",
+        exporter="otlp",
+        otlp_endpoint=f"http://127.0.0.1:{port}",
+        otlp_protocol=protocol,
+        sampler_ratio=1.0,
+        metrics=False,
+        logs=False,
+        export_mode="inline",
+    )
+    with caplog.at_level(logging.INFO, logger="opentelemetry"):
+        with appvitals.span("inline.refused"):
+            pass
+        appvitals.force_flush()
+    exporter_messages = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name.startswith("opentelemetry.exporter")
+    ]
+    assert exporter_messages, "the export was attempted and its failure logged"
+    assert not [message for message in exporter_messages if "retrying in" in message]
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0

@@ -12,10 +12,10 @@ requests too) and by every queued span or log record — runs whatever export is
 calling thread.
 
 The price: the request whose end finds an export due waits for it (a few milliseconds to a
-local collector; at most ``INLINE_EXPORT_TIMEOUT`` to a dead one, after which the next
-export waits longer and longer; a failed batch is dropped, as the SDK drops it), and a
-process that does nothing exports nothing until it does something again or exits
-(``shutdown()`` and the exit hook flush every buffer).
+local collector; at most ``INLINE_EXPORT_TIMEOUT`` to a slow one, with no retry pause; after
+a failure the next export waits longer and longer, and the failed batch is dropped, as the
+SDK drops it), and a process that does nothing exports nothing until it does something
+again or exits (``shutdown()`` and the exit hook flush every buffer).
 """
 
 from __future__ import annotations
@@ -32,7 +32,11 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 from appvitals._safety import report_internal_error
 
 # Seconds one export may hold up the request that runs it (caps OTEL_EXPORTER_OTLP_TIMEOUT).
-INLINE_EXPORT_TIMEOUT = 2.0
+# Below the OTLP exporters' first retry pause (1 s ± 20 % jitter, HTTP and gRPC alike),
+# which they only take while the pause fits in the time left: a refused connection or a
+# 503 then fails the export at once instead of putting the request to sleep for a second
+# before its retry. The schedule's own back-off below is the retry.
+INLINE_EXPORT_TIMEOUT = 0.75
 # After a failed export the next attempt waits this long, doubling per failure up to the
 # longest pause: a dead collector costs one request per pause, not every request.
 _FIRST_RETRY, _LONGEST_PAUSE = 5.0, 300.0
