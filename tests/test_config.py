@@ -76,7 +76,7 @@ def test_arguments_beat_environment() -> None:
         ("OTEL_TRACES_SAMPLER_ARG", "1.5", "sampler_ratio", 0.1),
         ("OTEL_TRACES_SAMPLER", "sometimes", "sampler", "parentbased_traceidratio"),
         ("APPVITALS_EXPORTER", "kafka", "exporter", "jsonl"),
-        ("APPVITALS_EXPORT_MODE", "lazy", "export_mode", "background"),
+        ("APPVITALS_EXPORT_MODE", "lazy", "export_mode", "auto"),
         ("OTEL_METRIC_EXPORT_INTERVAL", "-5", "metric_export_interval", 60.0),
         ("OTEL_SDK_DISABLED", "maybe", "disabled", False),
         ("APPVITALS_CARDINALITY_LIMIT", "0", "cardinality_limit", 1000),

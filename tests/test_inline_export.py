@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -88,17 +90,18 @@ def run_child(receiver: OTLPReceiver, mode: str) -> dict[str, Any]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads glibc's flag")
-@pytest.mark.parametrize("mode", ["inline", "background"])
+@pytest.mark.parametrize("mode", ["auto", "inline", "background"])
 def test_inline_mode_keeps_the_process_single_threaded(
     otlp_receiver: OTLPReceiver, mode: str
 ) -> None:
-    """Inline: one thread, and spans, metrics and logs still reach the collector in life.
+    """Inline and auto: one thread, and spans, metrics and logs reach the collector in life.
 
+    auto is the default; the collector is on loopback, so the requests run the exports.
     The background mode shows what the assertion tells apart: the SDK's three export
     threads, and glibc's single-threaded fast path gone.
     """
     result = run_child(otlp_receiver, mode)
-    if mode == "inline":
+    if mode in ("auto", "inline"):
         assert result == {"single_threaded": True, "threads": ["MainThread"]}
     else:
         assert result["single_threaded"] is False
@@ -201,6 +204,9 @@ class Recorder:
 
     def shutdown(self) -> None:
         self.shut = True
+
+
+_real_monotonic = time.monotonic
 
 
 @pytest.fixture
@@ -318,3 +324,111 @@ def test_importing_appvitals_starts_no_thread() -> None:
     )
     completed = run_python(code)
     assert completed.stdout.strip().splitlines()[-1] == r"b'\x01'", completed.stderr
+
+
+@pytest.mark.parametrize(
+    ("exporter", "endpoint", "expected"),
+    [
+        ("jsonl", None, "auto"),
+        ("console", None, "auto"),
+        ("otlp", None, "auto"),  # the exporters' default: localhost
+        ("otlp", "http://127.0.0.1:4318", "auto"),
+        ("otlp", "http://localhost:4318/", "auto"),
+        ("otlp", "localhost:4317", "auto"),  # gRPC's host:port form
+        ("otlp", "http://[::1]:4318", "auto"),
+        ("otlp", "unix:///run/otel.sock", "auto"),
+        ("otlp", "http://otel-collector:4318", "background"),
+        ("otlp", "https://api.example.com", "background"),
+        ("otlp", "http://10.0.0.7:4318", "background"),
+        ("otlp", "http://[bad", "background"),
+    ],
+)
+def test_auto_mode_keeps_remote_collectors_in_background(
+    exporter: str, endpoint: str | None, expected: str
+) -> None:
+    """auto runs the exports on the schedule only when every destination is on this machine."""
+    from appvitals._config import resolve
+
+    endpoints = {"otlp_endpoint": endpoint} if endpoint else {}
+    config = resolve({"exporter": exporter, **endpoints}, environ={})
+    assert config.export_mode == "auto"
+    assert _setup._effective_export_mode(config) == expected
+
+
+def test_auto_mode_moves_exports_to_one_thread_once_the_process_has_threads(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Promotion: at the first due tick in a threaded process, one export thread takes over."""
+    threaded = False
+    monkeypatch.setattr(_inline, "process_has_threads", lambda: threaded)
+    schedule = _inline.Schedule(promote=True)
+    recorder = Recorder()
+    batch = _inline.InlineBatch("traces", recorder, schedule, 5.0, 100, 100)
+    monkeypatch.setattr(_inline, "current", schedule)
+    batch.emit("first")
+    clock.now += 5.0
+    _inline.tick()  # single-threaded: the export runs here
+    assert recorder.batches == [["first"]]
+    assert not schedule.threaded
+    threaded = True
+    batch.emit("second")
+    clock.now += 5.0
+    _inline.tick()  # the process has threads now: the schedule gets its own
+    try:
+        assert schedule.threaded
+        assert schedule.next_due == math.inf  # tick() no longer runs anything
+        names = [thread.name for thread in threading.enumerate()]
+        assert names.count("appvitals-export") == 1
+        deadline = _real_monotonic() + 10
+        while recorder.batches == [["first"]] and _real_monotonic() < deadline:
+            time.sleep(0.01)
+        assert recorder.batches == [["first"], ["second"]]
+    finally:
+        schedule.stop_thread(5.0)
+    assert "appvitals-export" not in [thread.name for thread in threading.enumerate()]
+
+
+def test_auto_mode_in_a_threaded_process_exports_from_its_thread(
+    otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This test process has threads (the receiver's): no request needs to run an export."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    appvitals.configure(
+        service_name="auto-threaded",
+        exporter="otlp",
+        otlp_endpoint=otlp_receiver.http_endpoint,
+        otlp_protocol="http/protobuf",
+        sampler_ratio=1.0,
+    )
+    state = _setup._state
+    assert state is not None
+    assert state.schedule is not None
+    assert state.schedule.threaded
+    with appvitals.span("auto.threaded"):
+        pass
+    assert otlp_receiver.wait_for_spans(lambda s: s.name == "auto.threaded", timeout=10)
+    assert appvitals.shutdown(timeout=10)
+    assert "appvitals-export" not in [thread.name for thread in threading.enumerate()]
+
+
+def test_an_asgi_server_loop_exports_while_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lifespan's loop timer runs the due exports when no request comes."""
+    import asyncio
+
+    from appvitals.integrations import asgi
+
+    schedule = _inline.Schedule()
+    runs: list[float] = []
+    schedule.every("probe", 0.2, lambda: runs.append(1.0) or True)
+    monkeypatch.setattr(_inline, "current", schedule)
+    monkeypatch.setattr(asgi, "IDLE_TICK_SECONDS", 0.05)
+
+    async def idle_server() -> None:
+        asgi._export_while_idle()
+        asgi._export_while_idle()  # a second lifespan on the same loop: still one timer
+        deadline = asyncio.get_running_loop().time() + 10
+        while not runs and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+
+    asyncio.run(idle_server())
+    assert runs

@@ -53,7 +53,7 @@ APPVITALS_LOG_DEDUPE_WINDOW = "APPVITALS_LOG_DEDUPE_WINDOW"
 
 SIGNALS = ("traces", "metrics", "logs")
 EXPORTERS = ("otlp", "console", "jsonl", "none")
-EXPORT_MODES = ("background", "inline")
+EXPORT_MODES = ("auto", "background", "inline")
 PROTOCOLS = ("grpc", "http/protobuf")
 SAMPLERS = (
     "always_on",
@@ -96,7 +96,7 @@ class Config:
     environment: Optional[str] = None
     resource_attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     exporter: str = "jsonl"
-    export_mode: str = "background"
+    export_mode: str = "auto"
     jsonl_dir: str = "appvitals-data"
     otlp_endpoints: Mapping[str, Optional[str]] = dataclasses.field(default_factory=dict)
     otlp_protocols: Mapping[str, str] = dataclasses.field(default_factory=dict)

@@ -1,11 +1,14 @@
-"""Thread-free export (``export_mode="inline"``): the application's own calls run the exports.
+"""Thread-free export (``export_mode="auto"``, the default, and ``"inline"``).
+
+In these modes the application's own calls run the exports, until — in ``auto`` mode — the
+process has a second thread anyway, and one export thread takes them over.
 
 The OpenTelemetry SDK exports from three background threads (batch spans, batch log
 records, periodic metrics). Any second thread makes a process slower at native work it
 never touches: glibc takes its locks — malloc's, SQLite's mutexes, the GIL's — with atomic
 instructions once a process has started a thread, and skips them while it has one
 (``docs/benchmarks.md`` measures it: 2 to 4 % of a SQLite-heavy request on gunicorn's
-single-threaded sync worker). In inline mode appvitals starts no thread. Spans and log
+single-threaded sync worker). On its schedule appvitals starts no thread. Spans and log
 records wait in bounded buffers, the metric readers have no schedule of their own, and
 :func:`tick` — called by the HTTP middleware after each request (health and ``/metrics``
 requests too) and by every queued span or log record — runs whatever export is due, in the
@@ -72,56 +75,162 @@ class _Task:
 
 
 class Schedule:
-    """The exports of one ``configure()``; nothing runs between two :meth:`run_due` calls."""
+    """The exports of one ``configure()``, run by :func:`tick` or by one export thread.
 
-    def __init__(self) -> None:
+    Without a thread nothing runs between two :meth:`run_due` calls. ``promote``
+    (``export_mode="auto"``) hands the exports to a thread of their own — one, not the SDK's
+    three — as soon as the process has another thread anyway (a threaded server, a thread
+    pool, a health check runner): glibc's single-threaded fast path is gone then, and an
+    export no longer needs to hold up a request. Once a thread runs them, :func:`tick` is a
+    no-op and a full batch wakes the thread.
+    """
+
+    def __init__(self, *, promote: bool = False) -> None:
         self._tasks: list[_Task] = []
         self.batches: list[InlineBatch] = []
         self._lock = threading.Lock()
-        # The earliest due time of any task: tick() compares one float per call.
+        # The earliest due time of any task: tick() compares one float per call
+        # (math.inf while the export thread runs the tasks).
         self.next_due = math.inf
+        self.promote = promote
+        self._thread: Optional[threading.Thread] = None
+        self._wake = threading.Event()
+        self._stopping = False
+
+    @property
+    def threaded(self) -> bool:
+        """Whether the export thread runs the tasks (else the application's calls do)."""
+        return self._thread is not None
 
     def every(self, name: str, interval: float, export: Callable[[], bool]) -> _Task:
         task = _Task(name, interval, export)
         self._tasks.append(task)
-        self.next_due = min(self.next_due, task.due)
+        if self._thread is None:
+            self.next_due = min(self.next_due, task.due)
+        else:
+            self._wake.set()
         return task
 
     def hurry(self, task: _Task) -> None:
         """Make ``task`` due now (a full batch), unless it is pausing after a failure."""
         if task.failures == 0:
-            task.due = self.next_due = -math.inf
+            task.due = -math.inf
+            if self._thread is None:
+                self.next_due = -math.inf
+            else:
+                self._wake.set()
 
     def run_due(self) -> None:
+        """Run the due exports in the calling thread (or hand them to the export thread)."""
+        if self._thread is not None:
+            return
+        if self.promote and process_has_threads():
+            self.start_thread()
+            return
+        self._run_tasks()
+
+    def _run_tasks(self) -> float:
+        """Run every due task; the next due time (math.inf when there is no task)."""
         # Non-blocking: in a threaded server a second thread finding the same export due
         # goes on with its request instead of waiting for the first one's export.
         if not self._lock.acquire(blocking=False):
-            return
+            return _monotonic() + 0.05
         try:
             now = _monotonic()
             for task in self._tasks:
                 if now >= task.due:
                     task.run(now)
-            self.next_due = min((task.due for task in self._tasks), default=math.inf)
+            next_due = min((task.due for task in self._tasks), default=math.inf)
+            if self._thread is None:
+                self.next_due = next_due
+            return next_due
         finally:
             self._lock.release()
 
+    def start_thread(self) -> None:
+        """Run the exports from now on in the ``appvitals-export`` thread (idempotent)."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self.next_due = math.inf  # tick() runs nothing from here on
+            self._stopping = False
+            thread = threading.Thread(target=self._loop, name="appvitals-export", daemon=True)
+            self._thread = thread
+        thread.start()
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()  # before running: a hurry() from here on wakes the next wait
+            try:
+                next_due = self._run_tasks()
+            except Exception as error:  # pragma: no cover - task.run catches exporter errors
+                report_internal_error("export thread", error)
+                next_due = _monotonic() + _FIRST_RETRY
+            self._wake.wait(min(max(next_due - _monotonic(), 0.0), _LONGEST_PAUSE))
+
+    def stop_thread(self, timeout: float) -> None:
+        """Stop the export thread (the caller then exports what is left itself)."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+        self._thread = None
+
     def at_fork_reinit(self) -> None:
-        """In a forked child: a new lock, and no copy of what the parent buffered."""
+        """In a forked child: no thread, a new lock, no copy of what the parent buffered."""
         self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread = None
+        self._stopping = False
         for batch in self.batches:
             batch.clear()
+        self.next_due = min((task.due for task in self._tasks), default=math.inf)
 
 
-# The schedule of the active configure() in inline mode, else None (background threads).
+_single_threaded_flag: Any = None
+
+
+def process_has_threads() -> bool:
+    """Whether this process has, or has had, a second thread (Python's or native).
+
+    glibc keeps ``__libc_single_threaded`` set until the first thread starts — a native one
+    too, such as gRPC's — and never sets it again: it is exactly the fast path appvitals
+    protects. Elsewhere only Python threads can be counted.
+    """
+    global _single_threaded_flag  # noqa: PLW0603 - looked up once
+    if threading.active_count() > 1:
+        return True
+    if _single_threaded_flag is None:
+        try:
+            import ctypes
+
+            _single_threaded_flag = ctypes.c_char.in_dll(
+                ctypes.CDLL(None), "__libc_single_threaded"
+            )
+        except (OSError, ValueError, AttributeError):  # not glibc ≥ 2.32
+            _single_threaded_flag = False
+    return _single_threaded_flag is not False and _single_threaded_flag.value == b"\x00"
+
+
+# The schedule of the active configure() in auto or inline mode, else None (background).
 current: Optional[Schedule] = None
 
 
 def tick() -> None:
-    """Run the exports that are due, if appvitals exports inline; cheap when none is."""
+    """Run the exports that are due, if the application's calls run them; cheap when none is."""
     schedule = current
     if schedule is not None and _monotonic() >= schedule.next_due:
         schedule.run_due()
+
+
+def threads_started() -> None:
+    """appvitals just started a thread of its own: in auto mode, exports move to theirs."""
+    schedule = current
+    if schedule is not None and schedule.promote:
+        schedule.start_thread()
 
 
 def _succeeded(result: Any) -> bool:
@@ -150,6 +259,8 @@ class InlineBatch:
     ) -> None:
         self._exporter = exporter
         self._queue: collections.deque[Any] = collections.deque(maxlen=max(1, max_queue))
+        # One export at a time: force_flush() may run while a tick or the export thread does.
+        self._export_lock = threading.Lock()
         self._max_batch = max(1, max_batch)
         self._schedule = schedule
         self._shutdown = False
@@ -166,6 +277,10 @@ class InlineBatch:
         tick()  # a process without HTTP middleware (a worker, a script) exports from here
 
     def _export_pending(self) -> bool:
+        with self._export_lock:
+            return self._export_queue()
+
+    def _export_queue(self) -> bool:
         queue = self._queue
         while queue:
             batch = [queue.popleft() for _ in range(min(self._max_batch, len(queue)))]
@@ -194,6 +309,7 @@ class InlineBatch:
 
     def clear(self) -> None:
         """Forget what the parent process buffered (after ``fork``; the parent exports it)."""
+        self._export_lock = threading.Lock()
         self._queue.clear()
 
 

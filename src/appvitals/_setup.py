@@ -46,7 +46,8 @@ class _State:
     extras: Optional[Extras] = None
     # The OTLP metric export when it shares the Prometheus reader (not on the provider).
     shared_export: Any = None
-    # export_mode="inline": the exports the application's requests run (no threads).
+    # export_mode="inline"/"auto": the exports the application's requests (or, in auto
+    # mode once the process has threads, one export thread) run.
     schedule: Optional[_inline.Schedule] = None
 
 
@@ -107,9 +108,11 @@ def configure(
         exporter: ``"otlp"``, ``"console"``, ``"jsonl"`` or ``"none"``
             (``APPVITALS_EXPORTER``; default ``jsonl``, or ``otlp`` when an
             ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set).
-        export_mode: ``"background"`` (the SDK's export threads, the default) or
-            ``"inline"``: no thread; the application's requests run the exports that are
-            due (``APPVITALS_EXPORT_MODE``; see ``docs/configuration.md``).
+        export_mode: ``"auto"`` (the default): no thread while the process has none and
+            every destination is on this machine — the application's requests run the
+            exports that are due — and one export thread once the process has other
+            threads; ``"inline"``: never a thread; ``"background"``: the SDK's export
+            threads (``APPVITALS_EXPORT_MODE``; see ``docs/configuration.md``).
         jsonl_dir: folder of the ``jsonl`` files (``APPVITALS_JSONL_DIR``,
             default ``./appvitals-data``).
         otlp_endpoint: base URL of the OTLP receiver (``OTEL_EXPORTER_OTLP_ENDPOINT``).
@@ -190,16 +193,7 @@ def _install(state: _State) -> None:
     config = state.config
     extras = state.extras or Extras()
     resource = build_resource(config)
-    if config.export_mode == "inline":
-        # Current from here: the Prometheus reader schedules its snapshots on it.
-        state.schedule = _inline.current = _inline.Schedule()
-        # An export holds up the request that runs it: cap how long it may wait.
-        cap = _inline.INLINE_EXPORT_TIMEOUT
-        config = dataclasses.replace(
-            config,
-            otlp_timeout=min(config.otlp_timeout, cap),
-            metric_export_timeout=min(config.metric_export_timeout, cap),
-        )
+    config = _start_schedule(state, config)
     owned: list[str] = []
     if config.traces:
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
@@ -363,6 +357,80 @@ def _logger_provider(
     return provider
 
 
+def _start_schedule(state: _State, config: Config) -> Config:
+    """Set up the export schedule of auto and inline mode; the config the exporters get."""
+    mode = _effective_export_mode(config)
+    if mode == "background":
+        return config
+    # Current from here: the Prometheus reader schedules its snapshots on it.
+    state.schedule = _inline.current = _inline.Schedule(promote=mode == "auto")
+    if mode == "auto" and _inline.process_has_threads():
+        state.schedule.start_thread()  # no single-threaded fast path left to keep
+        return config
+    # An export holds up the request that runs it: cap how long it may wait.
+    cap = _inline.INLINE_EXPORT_TIMEOUT
+    return dataclasses.replace(
+        config,
+        otlp_timeout=min(config.otlp_timeout, cap),
+        metric_export_timeout=min(config.metric_export_timeout, cap),
+    )
+
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "::1"})
+
+
+def _effective_export_mode(config: Config) -> str:
+    """``export_mode``, with ``auto`` resolved: ``auto`` (a schedule) or ``background``.
+
+    ``auto`` keeps the exports on appvitals' schedule when every destination is on this
+    machine — files, the console, a collector on a loopback address — where one export
+    takes a few milliseconds; a remote collector gets the SDK's background threads, so
+    that its round trips never hold up a request.
+    """
+    mode = config.export_mode
+    if mode != "auto":
+        return mode
+    if config.exporter != "otlp":
+        return "auto"
+    signals = [
+        signal
+        for signal, enabled in (
+            ("traces", config.traces),
+            ("metrics", config.metrics),
+            ("logs", config.logs),
+        )
+        if enabled
+    ]
+    if all(_is_loopback(config.otlp_endpoints.get(signal)) for signal in signals):
+        return "auto"
+    return "background"
+
+
+def _is_loopback(endpoint: Optional[str]) -> bool:
+    """Whether an OTLP endpoint is on this machine (``None``: the exporter's localhost)."""
+    if endpoint is None or endpoint.strip().startswith("unix:"):
+        return True
+    host = _host_of(endpoint.strip())
+    if host is None or host in _LOOPBACK_HOSTS:
+        return host is not None
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve anywhere
+        return False
+
+
+def _host_of(endpoint: str) -> Optional[str]:
+    """The host of ``http://host:port/path`` or of gRPC's ``host:port``."""
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(endpoint if "://" in endpoint else f"//{endpoint}").hostname
+    except ValueError:
+        return None
+
+
 def _batch_processor(
     processor_class: type[Any], signal: str, exporter: Any, schedule: Optional[_inline.Schedule]
 ) -> Any:
@@ -432,9 +500,7 @@ def force_flush(timeout: Optional[float] = None) -> bool:
     if state is None or state.config.disabled:
         return True
     limit = state.config.shutdown_timeout if timeout is None else timeout
-    return _bounded(
-        lambda deadline: _flush_providers(state, deadline), limit, state.schedule is not None
-    )
+    return _bounded(lambda deadline: _flush_providers(state, deadline), limit, _unthreaded(state))
 
 
 def shutdown(timeout: Optional[float] = None) -> bool:
@@ -468,6 +534,11 @@ def shutdown(timeout: Optional[float] = None) -> bool:
         return True
     limit = state.config.shutdown_timeout if timeout is None else timeout
 
+    inline = _unthreaded(state)
+    if state.schedule is not None:
+        # The export thread of export_mode="auto" stops first; the rest is flushed below.
+        state.schedule.stop_thread(min(limit, _inline.INLINE_EXPORT_TIMEOUT))
+
     def stop(deadline: float) -> None:
         if state.schedule is not None:
             # Readers without a thread export nothing on shutdown: collect them first.
@@ -494,7 +565,12 @@ def shutdown(timeout: Optional[float] = None) -> bool:
                 else:
                     provider.shutdown()
 
-    return _bounded(stop, limit, state.schedule is not None)
+    return _bounded(stop, limit, inline)
+
+
+def _unthreaded(state: _State) -> bool:
+    """Whether appvitals exports without any thread (inline, or auto before promotion)."""
+    return state.schedule is not None and not state.schedule.threaded
 
 
 def _flush_providers(state: _State, deadline: float) -> None:

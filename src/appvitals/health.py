@@ -458,6 +458,9 @@ class HealthRegistry:
             self._runner = runner
             self._pid = os.getpid()
         runner.start()
+        from appvitals import _inline
+
+        _inline.threads_started()  # export_mode="auto": no single-threaded process to keep
 
     def stop(self, timeout: Optional[float] = 5.0) -> None:
         """Stop the background runner, waiting up to ``timeout`` seconds for a run to end.

@@ -111,8 +111,12 @@ def test_every_worker_exports(
             "CONFIGURE_IN_APP": "1" if mode == "preload" else "0",
         }
     )
+    # The post_fork hook also runs the due exports whenever a worker wakes up idle: with
+    # the default export_mode="auto" a worker has no export thread. --timeout 4: it wakes
+    # every 2 s (half the timeout) while waiting for connections.
     command = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}"]
-    command += ["--preload"] if mode == "preload" else ["-c", "gunicorn_conf.py"]
+    command += ["-c", "gunicorn_conf.py", "--timeout", "4"]
+    command += ["--preload"] if mode == "preload" else []
     server = subprocess.Popen(
         [*command, "app:app"],
         cwd=tmp_path,

@@ -81,7 +81,10 @@ def _start(kind: str, tmp_path: Path, receiver: OTLPReceiver) -> Iterator[Server
     )
     (tmp_path / "prom").mkdir()
     if kind == "flask":
+        # examples/gunicorn.conf.py, as docs/flask.md runs it; --timeout 4: an idle worker
+        # wakes every 2 s, when the conf's post_fork hook runs the due exports.
         command = [sys.executable, "-m", "gunicorn", "-w", "2", "--chdir", str(EXAMPLES)]
+        command += ["-c", str(EXAMPLES / "gunicorn.conf.py"), "--timeout", "4"]
         command += ["-b", f"127.0.0.1:{port}", "flask_app:app"]
     else:
         command = [sys.executable, "-m", "uvicorn", "--workers", "2", "--app-dir", str(EXAMPLES)]

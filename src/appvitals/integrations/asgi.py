@@ -21,13 +21,16 @@ metrics through the providers appvitals configured.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import trace
 
+from appvitals import _inline
 from appvitals._context import _fields
 from appvitals._inline import tick
 from appvitals._safety import report_internal_error
@@ -93,6 +96,7 @@ class AppvitalsMiddleware:
         if scope_type != "http":
             if scope_type == "lifespan":
                 _start_health_runner()
+                _export_while_idle()
             await self.app(scope, receive, send)
             return
         telemetry = self.telemetry
@@ -290,6 +294,41 @@ async def _endpoint_request(scope: Scope, receive: Receive) -> EndpointRequest:
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
     value = headers.get(name)
     return value.decode("latin-1") if value is not None else None
+
+
+# How often the event loop runs the due exports while no request comes (auto/inline mode).
+IDLE_TICK_SECONDS = 1.0
+
+
+def _export_while_idle() -> None:
+    """On the server's event loop, run the due exports every second (auto and inline mode).
+
+    Without an export thread, the exports otherwise run only at the end of requests; the
+    loop's timer sends an idle application's last spans and metrics too. It is a timer
+    handle, not a task, and stops with the loop; each firing costs a comparison until an
+    export is due.
+    """
+    if _inline.current is None:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if loop in _idle_loops:  # one timer per loop, however many apps or lifespans
+        return
+    _idle_loops.add(loop)
+
+    def fire() -> None:
+        if _inline.current is None or loop.is_closed():
+            _idle_loops.discard(loop)
+            return
+        tick()
+        loop.call_later(IDLE_TICK_SECONDS, fire)
+
+    loop.call_later(IDLE_TICK_SECONDS, fire)
+
+
+_idle_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 
 def _start_health_runner() -> None:
