@@ -168,6 +168,33 @@ def test_doctor_otlp_reachable(
     assert any("reachable" in detail for detail in _statuses(report)["ok"])
 
 
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({}, "auto: every destination is on this machine"),  # jsonl files
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, "auto: every destination"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector.invalid:4318"}, "auto: a remote"),
+        ({"APPVITALS_EXPORT_MODE": "inline"}, "inline: the application's requests"),
+        ({"APPVITALS_EXPORT_MODE": "background"}, "background: the OpenTelemetry SDK's"),
+    ],
+)
+def test_doctor_says_which_thread_exports(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    variables: dict[str, str],
+    expected: str,
+) -> None:
+    """The export mode check: who runs the exports with this environment."""
+    monkeypatch.setenv("APPVITALS_JSONL_DIR", str(tmp_path))
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    _code, report = _doctor_json(capsys)
+    (check,) = [check for check in report["checks"] if check["name"] == "export mode"]
+    assert check["status"] == "ok"
+    assert check["detail"].startswith(expected)
+
+
 def test_doctor_never_prints_secrets(
     monkeypatch: pytest.MonkeyPatch, listening_port: int, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Optional
 
+from appvitals import _inline
+
 Clock = Callable[[], float]
 
 TIMEOUT = "timeout"
@@ -156,6 +158,7 @@ class _Watchdog:
                     target=self._loop, name="appvitals-job-watchdog", daemon=True
                 )
                 self._thread.start()
+                _inline.threads_started()  # export_mode="auto": the exports get theirs too
             self._condition.notify()
 
     def unwatch(self, token: CancellationToken) -> None:

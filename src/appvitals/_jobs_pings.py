@@ -25,6 +25,7 @@ import uuid
 from typing import Optional
 from urllib.parse import urlsplit, urlunsplit
 
+from appvitals import _inline
 from appvitals._jobs_registry import current_run
 from appvitals._safety import report_internal_error
 from appvitals._version import __version__
@@ -102,6 +103,7 @@ class Pinger:
             self._exit_hook = True
         self._thread = threading.Thread(target=self._loop, name="appvitals-job-pings", daemon=True)
         self._thread.start()
+        _inline.threads_started()  # export_mode="auto": the exports get their thread too
 
     def _loop(self) -> None:
         while True:  # ends when idle: the only way out is the return below

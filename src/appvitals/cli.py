@@ -191,6 +191,8 @@ def diagnose() -> Report:
         config = resolve({})
     checks = _environment_checks(warnings)
     checks.extend(_exporter_checks(config))
+    if not config.disabled and config.exporter != "none":
+        checks.append(_export_mode_check(config))
     return Report(
         config=_masked(config.describe()),
         signals={signal: mask_url_credentials(destination(config, signal)) for signal in SIGNALS},
@@ -292,6 +294,25 @@ def _exporter_checks(config: Config) -> list[Check]:
     if config.exporter == "jsonl":
         return _jsonl_checks(Path(config.jsonl_dir), signals)
     return _otlp_checks(config, signals)
+
+
+def _export_mode_check(config: Config) -> Check:
+    """Which thread will run the exports (``export_mode``; configuration.md, export modes)."""
+    from appvitals._setup import _effective_export_mode
+
+    mode = _effective_export_mode(config)
+    if config.export_mode == "inline":
+        detail = "inline: the application's requests run the exports, never a thread"
+    elif mode == "auto":
+        detail = (
+            "auto: every destination is on this machine; the application's requests run the"
+            " exports while the process is single-threaded, one export thread once it is not"
+        )
+    elif config.export_mode == "auto":
+        detail = "auto: a remote destination; the OpenTelemetry SDK's export threads"
+    else:
+        detail = "background: the OpenTelemetry SDK's export threads"
+    return Check("export mode", "ok", detail)
 
 
 def _otlp_checks(config: Config, signals: Sequence[str]) -> list[Check]:
