@@ -271,9 +271,12 @@ def test_failures_back_off_and_success_resets(
     recorder.failing = False
     clock.now = schedule.next_due
     _inline.tick()
+    assert len(recorder.batches[-1]) == 100  # one batch per run: one request waits for one
+    assert schedule.next_due == clock.now  # the rest is due at once: the next request's
+    _inline.tick()
+    assert len(recorder.batches[-1]) == 100
+    assert len(recorder.batches) == 6
     assert schedule.next_due - clock.now == 5.0
-    assert len(recorder.batches[-1]) == 100  # the rest follows in the same run
-    assert len(recorder.batches[-2]) == 100
 
 
 def test_an_exporter_that_raises_is_a_failed_export(
@@ -324,6 +327,16 @@ def test_importing_appvitals_starts_no_thread() -> None:
     )
     completed = run_python(code)
     assert completed.stdout.strip().splitlines()[-1] == r"b'\x01'", completed.stderr
+
+
+def test_inline_batches_are_smaller_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """128 spans per inline export (about 4 ms of encoding), or what OTEL_BSP_* sets."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    monkeypatch.delenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", raising=False)
+    assert _inline.batch_settings(BatchSpanProcessor, "traces")[1] == 128
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "300")
+    assert _inline.batch_settings(BatchSpanProcessor, "traces")[1] == 300
 
 
 @pytest.mark.parametrize(

@@ -437,7 +437,7 @@ def _batch_processor(
     """The SDK's batch processor, or the same processor exporting inline from ``schedule``."""
     if schedule is None:
         return processor_class(exporter)
-    delay, max_batch, max_queue = _inline.batch_settings(processor_class)
+    delay, max_batch, max_queue = _inline.batch_settings(processor_class, signal)
     batch = _inline.InlineBatch(signal, exporter, schedule, delay, max_batch, max_queue)
     return _inline.install_into(processor_class, batch)
 
