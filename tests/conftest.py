@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from appvitals.testing import Capture, reset
+import appvitals
+from appvitals import Config
+from appvitals.testing import Capture, OTLPReceiver, reset
 
 
 @pytest.fixture(autouse=True)
@@ -26,3 +29,20 @@ def capture() -> Iterator[Capture]:
     """appvitals configured with in-memory exporters and every span sampled."""
     with Capture(service_name="test-service") as active:
         yield active
+
+
+@pytest.fixture
+def configure_otlp(otlp_receiver: OTLPReceiver) -> Callable[..., Config]:
+    """``configure()`` sending every signal, all spans sampled, to ``otlp_receiver`` (HTTP)."""
+
+    def configure(service_name: str, **options: Any) -> Config:
+        return appvitals.configure(
+            service_name=service_name,
+            exporter="otlp",
+            otlp_endpoint=otlp_receiver.http_endpoint,
+            otlp_protocol="http/protobuf",
+            sampler_ratio=1.0,
+            **options,
+        )
+
+    return configure

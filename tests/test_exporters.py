@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import pytest
 from opentelemetry.sdk.metrics import Counter, Histogram, UpDownCounter
@@ -11,6 +12,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExpor
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 import appvitals
+from appvitals import Config
 from appvitals._config import resolve
 from appvitals._exporters import (
     SafeLogExporter,
@@ -180,7 +182,11 @@ def test_full_queue_drops_are_counted(capture: object) -> None:
 
 @pytest.mark.parametrize(("preference", "shared"), [("cumulative", True), ("delta", False)])
 def test_otlp_metrics_share_the_prometheus_reader_when_cumulative(
-    otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch, preference: str, shared: bool
+    otlp_receiver: OTLPReceiver,
+    configure_otlp: Callable[..., Config],
+    monkeypatch: pytest.MonkeyPatch,
+    preference: str,
+    shared: bool,
 ) -> None:
     """Cumulative OTLP export reads the Prometheus reader's collections: one aggregation.
 
@@ -190,13 +196,7 @@ def test_otlp_metrics_share_the_prometheus_reader_when_cumulative(
     from appvitals import _setup, prometheus
 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", preference)
-    appvitals.configure(
-        service_name="shared",
-        exporter="otlp",
-        otlp_endpoint=otlp_receiver.http_endpoint,
-        otlp_protocol="http/protobuf",
-        sampler_ratio=1.0,
-    )
+    configure_otlp("shared")
     state = _setup._state
     assert state is not None
     readers = state.meter_provider._metric_readers

@@ -11,13 +11,14 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 import appvitals
-from appvitals import _inline, _setup
+from appvitals import Config, _inline, _setup
 from appvitals.testing import OTLPReceiver
 
 # A Flask app in its own process: the test process runs the receiver's threads, and glibc's
@@ -113,16 +114,11 @@ def test_inline_mode_keeps_the_process_single_threaded(
     assert otlp_receiver.wait_for_metrics(lambda p: p.name == "http.server.request.duration")
 
 
-def test_shutdown_exports_everything_buffered(otlp_receiver: OTLPReceiver) -> None:
+def test_shutdown_exports_everything_buffered(
+    otlp_receiver: OTLPReceiver, configure_otlp: Callable[..., Config]
+) -> None:
     """No request ever ran an export: shutdown() sends the spans, metrics and logs."""
-    appvitals.configure(
-        service_name="inline-shutdown",
-        exporter="otlp",
-        otlp_endpoint=otlp_receiver.http_endpoint,
-        otlp_protocol="http/protobuf",
-        sampler_ratio=1.0,
-        export_mode="inline",
-    )
+    configure_otlp("inline-shutdown", export_mode="inline")
     with appvitals.span("inline.work"):
         appvitals.counter("inline.items").add(2)
         logging.getLogger("inline").warning("buffered")
@@ -402,17 +398,13 @@ def test_auto_mode_moves_exports_to_one_thread_once_the_process_has_threads(
 
 
 def test_auto_mode_in_a_threaded_process_exports_from_its_thread(
-    otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+    otlp_receiver: OTLPReceiver,
+    configure_otlp: Callable[..., Config],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """This test process has threads (the receiver's): no request needs to run an export."""
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-    appvitals.configure(
-        service_name="auto-threaded",
-        exporter="otlp",
-        otlp_endpoint=otlp_receiver.http_endpoint,
-        otlp_protocol="http/protobuf",
-        sampler_ratio=1.0,
-    )
+    configure_otlp("auto-threaded")
     state = _setup._state
     assert state is not None
     assert state.schedule is not None
