@@ -4,7 +4,9 @@
 
 - ``post_fork`` configures appvitals in every worker from ``OTEL_*``/``APPVITALS_*`` when the
   application did not (the Flask example does, through ``instrument_flask``; an application
-  that does not is instrumented by this file and the environment alone).
+  that does not is instrumented by this file and the environment alone). It also runs the
+  exports that are due whenever an idle worker wakes up (every half ``--timeout``): a sync
+  worker exporting to this machine has no export thread (``export_mode="auto"``).
 - ``/metrics`` answers for all workers: they share ``APPVITALS_PROMETHEUS_MULTIPROC_DIR``,
   which ``on_starting`` creates and empties (a fresh temporary folder when it is not set),
   ``child_exit`` folds each dead worker's counters into it, and ``on_exit`` removes the
