@@ -11,9 +11,10 @@ aggregation, queueing); serialising and sending are the export threads' work, me
 ``benchmarks/load.py``. "sampled"/"unsampled" run inside a sampled/unsampled parent span,
 as code inside a request does.
 
-The bare Flask app is timed first, while the process has one thread, and again after
-``configure()`` started the export threads: glibc takes a faster, non-atomic path for its
-mutexes (and so for the GIL and SQLite) only while a process is single-threaded.
+The bare Flask app is timed first, while the process has one thread, and again after the
+SDK processors above started their export threads (``configure()`` itself starts none in a
+single-threaded process, ``export_mode="auto"``): glibc takes a faster, non-atomic path for
+its mutexes (and so for the GIL and SQLite) only while a process is single-threaded.
 """
 
 from __future__ import annotations
@@ -196,7 +197,8 @@ def benchmarks(repeats: int, target: float) -> list[Row]:
     single_fast = add("Flask /fast, bare (single-threaded process)", bare_fast)
     single_work = add("Flask /work, bare (single-threaded process)", bare_work)
 
-    # 2. appvitals configured: from here the process has its export threads.
+    # 2. appvitals configured, plus the SDK's dropping processors: from here the process
+    #    has their export threads.
     configure_appvitals()
     import appvitals
 
