@@ -361,7 +361,7 @@ def test_auto_mode_keeps_remote_collectors_in_background(
     endpoints = {"otlp_endpoint": endpoint} if endpoint else {}
     config = resolve({"exporter": exporter, **endpoints}, environ={})
     assert config.export_mode == "auto"
-    assert _setup._effective_export_mode(config) == expected
+    assert config.effective_export_mode() == expected
 
 
 def test_auto_mode_moves_exports_to_one_thread_once_the_process_has_threads(

@@ -9,11 +9,12 @@ because a typo in a deployment manifest must not take the application down.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, Optional, TypeVar
-from urllib.parse import unquote
+from urllib.parse import SplitResult, unquote, urlsplit
 
 _logger = logging.getLogger("appvitals")
 
@@ -121,12 +122,70 @@ class Config:
     log_sample_info: float = 1.0
     log_dedupe_window: float = 0.0
 
+    def enabled_signals(self) -> tuple[str, ...]:
+        """The signals switched on, in ``traces``, ``metrics``, ``logs`` order.
+
+        Examples:
+            >>> Config(metrics=False).enabled_signals()
+            ('traces', 'logs')
+        """
+        switches = {"traces": self.traces, "metrics": self.metrics, "logs": self.logs}
+        return tuple(signal for signal in SIGNALS if switches[signal])
+
+    def effective_export_mode(self) -> str:
+        """``export_mode`` with ``auto`` resolved: ``"auto"``, ``"inline"`` or ``"background"``.
+
+        ``auto`` stays ``auto`` (the application's calls export while the process has a
+        single thread) when every destination is on this machine — files, the console, an
+        OTLP endpoint on a loopback address — where an export takes a few milliseconds; a
+        remote collector gets ``background``, the SDK's threads, so that its round trips
+        never hold up a request.
+
+        Examples:
+            >>> local = Config(exporter="otlp", otlp_endpoints={"traces": "http://127.0.0.1:4318"})
+            >>> local.effective_export_mode()
+            'auto'
+            >>> remote = Config(exporter="otlp", otlp_endpoints={"logs": "https://otel.example"})
+            >>> remote.effective_export_mode()
+            'background'
+        """
+        if self.export_mode != "auto" or self.exporter != "otlp":
+            return self.export_mode
+        signals = self.enabled_signals()
+        if all(_is_loopback(self.otlp_endpoints.get(signal)) for signal in signals):
+            return "auto"
+        return "background"
+
     def describe(self) -> dict[str, Any]:
         """Return the configuration as plain data with header values masked (for ``doctor``)."""
         data = dataclasses.asdict(self)
         data["otlp_headers"] = dict.fromkeys(self.otlp_headers, "***")
         data["resource_attributes"] = dict(self.resource_attributes)
         return data
+
+
+def split_endpoint(endpoint: str) -> SplitResult:
+    """An OTLP endpoint's parts; gRPC's ``host:port`` without a scheme is read as such."""
+    return urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
+
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "::1"})
+
+
+def _is_loopback(endpoint: Optional[str]) -> bool:
+    """Whether an OTLP endpoint is on this machine (``None``: the exporter's localhost)."""
+    if endpoint is None or endpoint.strip().startswith("unix:"):
+        return True
+    try:
+        host = split_endpoint(endpoint.strip()).hostname
+    except ValueError:
+        return False
+    if host is None or host in _LOOPBACK_HOSTS:
+        return host is not None
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve anywhere
+        return False
 
 
 def _warn_invalid(variable: str, raw: str, expected: str, default: object) -> None:

@@ -308,8 +308,7 @@ def build_exporter(config: Config, signal: str) -> Any:
 
 def destination(config: Config, signal: str) -> str:
     """Where one signal goes, in words (for ``appvitals doctor``)."""
-    enabled = {"traces": config.traces, "metrics": config.metrics, "logs": config.logs}[signal]
-    if config.disabled or not enabled:
+    if config.disabled or signal not in config.enabled_signals():
         return "disabled"
     if config.exporter == "none":
         return "nowhere (exporter none)"

@@ -359,7 +359,7 @@ def _logger_provider(
 
 def _start_schedule(state: _State, config: Config) -> Config:
     """Set up the export schedule of auto and inline mode; the config the exporters get."""
-    mode = _effective_export_mode(config)
+    mode = config.effective_export_mode()
     if mode == "background":
         return config
     # Current from here: the Prometheus reader schedules its snapshots on it.
@@ -374,61 +374,6 @@ def _start_schedule(state: _State, config: Config) -> Config:
         otlp_timeout=min(config.otlp_timeout, cap),
         metric_export_timeout=min(config.metric_export_timeout, cap),
     )
-
-
-_LOOPBACK_HOSTS = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "::1"})
-
-
-def _effective_export_mode(config: Config) -> str:
-    """``export_mode``, with ``auto`` resolved: ``auto`` (a schedule) or ``background``.
-
-    ``auto`` keeps the exports on appvitals' schedule when every destination is on this
-    machine — files, the console, a collector on a loopback address — where one export
-    takes a few milliseconds; a remote collector gets the SDK's background threads, so
-    that its round trips never hold up a request.
-    """
-    mode = config.export_mode
-    if mode != "auto":
-        return mode
-    if config.exporter != "otlp":
-        return "auto"
-    signals = [
-        signal
-        for signal, enabled in (
-            ("traces", config.traces),
-            ("metrics", config.metrics),
-            ("logs", config.logs),
-        )
-        if enabled
-    ]
-    if all(_is_loopback(config.otlp_endpoints.get(signal)) for signal in signals):
-        return "auto"
-    return "background"
-
-
-def _is_loopback(endpoint: Optional[str]) -> bool:
-    """Whether an OTLP endpoint is on this machine (``None``: the exporter's localhost)."""
-    if endpoint is None or endpoint.strip().startswith("unix:"):
-        return True
-    host = _host_of(endpoint.strip())
-    if host is None or host in _LOOPBACK_HOSTS:
-        return host is not None
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a name: it may resolve anywhere
-        return False
-
-
-def _host_of(endpoint: str) -> Optional[str]:
-    """The host of ``http://host:port/path`` or of gRPC's ``host:port``."""
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(endpoint if "://" in endpoint else f"//{endpoint}").hostname
-    except ValueError:
-        return None
 
 
 def _batch_processor(

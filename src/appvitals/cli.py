@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, NoReturn, Optional
-from urllib.parse import urlsplit
 
 from appvitals._cli_export import add_export_commands
 from appvitals._cli_http import add_http_commands
@@ -41,6 +40,7 @@ from appvitals._config import (
     SIGNALS,
     Config,
     resolve,
+    split_endpoint,
 )
 from appvitals._exporters import destination
 from appvitals._version import __version__
@@ -276,8 +276,7 @@ def _exporter_checks(config: Config) -> list[Check]:
                 f"{OTEL_SDK_DISABLED}=true: appvitals installs nothing; nothing will be exported",
             )
         ]
-    enabled = {"traces": config.traces, "metrics": config.metrics, "logs": config.logs}
-    signals = [signal for signal in SIGNALS if enabled[signal]]
+    signals = config.enabled_signals()
     if not signals:
         switches = ", ".join((APPVITALS_TRACES, APPVITALS_METRICS, APPVITALS_LOGS))
         return [Check("signals", "warning", f"every signal is off ({switches})")]
@@ -298,9 +297,7 @@ def _exporter_checks(config: Config) -> list[Check]:
 
 def _export_mode_check(config: Config) -> Check:
     """Which thread will run the exports (``export_mode``; configuration.md, export modes)."""
-    from appvitals._setup import _effective_export_mode
-
-    mode = _effective_export_mode(config)
+    mode = config.effective_export_mode()
     if config.export_mode == "inline":
         detail = "inline: the application's requests run the exports, never a thread"
     elif mode == "auto":
@@ -342,7 +339,7 @@ def _host_port(endpoint: str, protocol: str) -> tuple[str, int]:
     gRPC endpoints may omit the scheme (``localhost:4317``); a missing port is the scheme's
     (80 for plain HTTP) or 443, gRPC's default.
     """
-    parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
+    parts = split_endpoint(endpoint)
     if not parts.hostname:
         raise ValueError(endpoint)
     port = parts.port  # raises ValueError for a port that is not a number from 0 to 65535
