@@ -570,13 +570,17 @@ def test_mark_process_dead_without_a_directory_does_nothing(tmp_path: Path) -> N
     assert "prometheus.multiprocess" not in internal_error_counts()
 
 
-def test_snapshots_are_written_in_the_background_and_stop_at_shutdown(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A worker that is never scraped still publishes its counts every interval."""
+@pytest.fixture
+def own_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This process's snapshot file, in a multi-process directory written every 50 ms."""
     monkeypatch.setenv(DIRECTORY_VARIABLE, str(tmp_path))
     monkeypatch.setenv("APPVITALS_PROMETHEUS_WRITE_INTERVAL", "0.05")
-    own = tmp_path / f"appvitals-{os.getpid()}.json"
+    return tmp_path / f"appvitals-{os.getpid()}.json"
+
+
+def test_snapshots_are_written_in_the_background_and_stop_at_shutdown(own_snapshot: Path) -> None:
+    """A worker that is never scraped still publishes its counts every interval."""
+    own = own_snapshot
     reader = PrometheusReader()
     with attached(reader) as provider:
         provider.get_meter("shop").create_counter("shop.orders").add(5, {"channel": "web"})
@@ -594,14 +598,12 @@ def test_snapshots_are_written_in_the_background_and_stop_at_shutdown(
 
 
 def test_inline_export_mode_writes_snapshots_from_the_schedule(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    own_snapshot: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """export_mode="inline": the snapshot is an export task run by tick(), not a thread."""
     from appvitals import _inline
 
-    monkeypatch.setenv(DIRECTORY_VARIABLE, str(tmp_path))
-    monkeypatch.setenv("APPVITALS_PROMETHEUS_WRITE_INTERVAL", "0.05")
-    own = tmp_path / f"appvitals-{os.getpid()}.json"
+    own = own_snapshot
     schedule = _inline.Schedule()
     monkeypatch.setattr(_inline, "current", schedule)
     reader = PrometheusReader()

@@ -53,14 +53,20 @@ class _Task:
 
     __slots__ = ("due", "export", "failures", "interval", "name", "pending")
 
-    def __init__(self, name: str, interval: float, export: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        name: str,
+        interval: float,
+        export: Callable[[], bool],
+        pending: Optional[Callable[[], bool]] = None,
+    ) -> None:
         self.name = name
         self.interval = interval
         self.export = export
+        # Whether a successful run left work behind: the task is then due again at once.
+        self.pending = pending
         self.failures = 0
         self.due = _monotonic() + interval
-        # Whether a successful run left work behind: the task is then due again at once.
-        self.pending: Optional[Callable[[], bool]] = None
 
     def run(self, now: float) -> None:
         try:
@@ -106,8 +112,14 @@ class Schedule:
         """Whether the export thread runs the tasks (else the application's calls do)."""
         return self._thread is not None
 
-    def every(self, name: str, interval: float, export: Callable[[], bool]) -> _Task:
-        task = _Task(name, interval, export)
+    def every(
+        self,
+        name: str,
+        interval: float,
+        export: Callable[[], bool],
+        pending: Optional[Callable[[], bool]] = None,
+    ) -> _Task:
+        task = _Task(name, interval, export, pending)
         self._tasks.append(task)
         if self._thread is None:
             self.next_due = min(self.next_due, task.due)
@@ -268,8 +280,9 @@ class InlineBatch:
         self._max_batch = max(1, max_batch)
         self._schedule = schedule
         self._shutdown = False
-        self._task = schedule.every(name, delay_seconds, self._export_one_batch)
-        self._task.pending = self._has_pending
+        self._task = schedule.every(
+            name, delay_seconds, self._export_one_batch, pending=self._has_pending
+        )
         schedule.batches.append(self)
 
     def emit(self, item: Any) -> None:

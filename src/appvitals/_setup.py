@@ -532,7 +532,8 @@ def _bounded(work: Any, timeout: float, inline: bool = False) -> bool:
 
     A daemon thread stuck in an exporter (a dead collector, a DNS lookup) cannot keep the
     interpreter from exiting; the caller regains control at the deadline either way.
-    ``inline`` (``export_mode="inline"``) runs it in the calling thread instead, so that a
+    ``inline`` (appvitals exports without a thread: ``export_mode="inline"``, or ``"auto"``
+    before the export thread took over) runs it in the calling thread instead, so that a
     flush does not start the process's first thread; each export is then bounded by the
     capped exporter timeouts.
     """
