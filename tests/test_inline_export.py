@@ -397,6 +397,32 @@ def test_auto_mode_moves_exports_to_one_thread_once_the_process_has_threads(
     assert "appvitals-export" not in [thread.name for thread in threading.enumerate()]
 
 
+def test_an_export_thread_that_cannot_start_leaves_the_exports_inline(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail open: a thread that cannot start is counted; the requests keep exporting."""
+    from appvitals._safety import internal_error_counts
+
+    monkeypatch.setattr(_inline, "process_has_threads", lambda: True)
+
+    def refuse(_thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    schedule = _inline.Schedule(promote=True)
+    recorder = Recorder()
+    batch = _inline.InlineBatch("traces", recorder, schedule, 5.0, 100, 100)
+    monkeypatch.setattr(_inline, "current", schedule)
+    batch.emit("a")
+    clock.now += 5.0
+    _inline.tick()  # promotion fails: no exception reaches the caller
+    assert not schedule.threaded
+    assert internal_error_counts().get("export thread") == 1
+    monkeypatch.setattr(_inline, "process_has_threads", lambda: False)
+    _inline.tick()
+    assert recorder.batches == [["a"]]
+
+
 def test_auto_mode_in_a_threaded_process_exports_from_its_thread(
     otlp_receiver: OTLPReceiver,
     configure_otlp: Callable[..., Config],

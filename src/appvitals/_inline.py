@@ -164,7 +164,11 @@ class Schedule:
             self._lock.release()
 
     def start_thread(self) -> None:
-        """Run the exports from now on in the ``appvitals-export`` thread (idempotent)."""
+        """Run the exports from now on in the ``appvitals-export`` thread (idempotent).
+
+        When the thread cannot start (the interpreter is shutting down, a thread limit), the
+        error is counted and the application's calls go on running the exports.
+        """
         with self._lock:
             if self._thread is not None:
                 return
@@ -172,7 +176,13 @@ class Schedule:
             self._stopping = False
             thread = threading.Thread(target=self._loop, name="appvitals-export", daemon=True)
             self._thread = thread
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as error:
+            report_internal_error("export thread", error)
+            with self._lock:
+                self._thread = None
+                self.next_due = min((task.due for task in self._tasks), default=math.inf)
 
     def _loop(self) -> None:
         while not self._stopping:

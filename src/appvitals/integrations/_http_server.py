@@ -447,7 +447,7 @@ class Request:
                 otel_context.detach(self._token)
             except Exception as internal:
                 report_internal_error("http server context", internal)
-        tick()  # export_mode="inline": the exports that are due, after the request's context
+        tick()  # export_mode auto/inline: the exports that are due, after the request's context
 
 
 def _describe_outcome(
