@@ -33,7 +33,8 @@ def capture() -> Iterator[Capture]:
 
 @pytest.fixture
 def configure_otlp(otlp_receiver: OTLPReceiver) -> Callable[..., Config]:
-    """``configure()`` sending every signal, all spans sampled, to ``otlp_receiver`` (HTTP)."""
+    """``configure()`` sending every signal to ``otlp_receiver`` (HTTP); all spans sampled
+    unless ``sampler_ratio`` says otherwise."""
 
     def configure(service_name: str, **options: Any) -> Config:
         return appvitals.configure(
@@ -41,8 +42,7 @@ def configure_otlp(otlp_receiver: OTLPReceiver) -> Callable[..., Config]:
             exporter="otlp",
             otlp_endpoint=otlp_receiver.http_endpoint,
             otlp_protocol="http/protobuf",
-            sampler_ratio=1.0,
-            **options,
+            **{"sampler_ratio": 1.0, **options},
         )
 
     return configure

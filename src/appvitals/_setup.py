@@ -22,7 +22,7 @@ from typing import Any, Optional
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk.resources import Resource
 
-from appvitals import _inline, _safety
+from appvitals import _durations, _inline, _safety
 from appvitals._config import Config, ConfigurationError, resolve
 from appvitals._exporters import build_exporter
 from appvitals._version import __version__
@@ -206,11 +206,12 @@ def _install(state: _State) -> None:
         from opentelemetry.metrics._internal import _ProxyMeterProvider
 
         if isinstance(metrics.get_meter_provider(), _ProxyMeterProvider):
-            state.meter_provider, state.shared_export = _meter_provider(
+            state.meter_provider, state.shared_export, direct = _meter_provider(
                 config, resource, extras, state.schedule
             )
             metrics.set_meter_provider(state.meter_provider)
             owned.append("metrics")
+            _durations.current = direct
         else:
             state.meter_provider = metrics.get_meter_provider()
         from appvitals.metrics import register_self_metrics
@@ -302,8 +303,13 @@ def _tracer_provider(
 
 def _meter_provider(
     config: Config, resource: Resource, extras: Extras, schedule: Optional[_inline.Schedule]
-) -> tuple[Any, Any]:
-    """The provider, and the export that shares its Prometheus reader (or ``None``)."""
+) -> tuple[Any, Any, Optional[_durations.DirectHistogram]]:
+    """The provider, the export that shares its Prometheus reader, and the direct durations.
+
+    The last two are ``None`` when they do not apply. The request durations are aggregated
+    by appvitals (:mod:`appvitals._durations`) only when the Prometheus reader is the only
+    reader on the provider, so that every collection merges them.
+    """
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
@@ -333,7 +339,11 @@ def _meter_provider(
         _inline.collect_every(
             schedule, periodic, config.metric_export_interval, config.metric_export_timeout
         )
-    return provider, shared
+    direct = None
+    if source is not None and readers == [source]:
+        direct = _durations.request_duration()
+        source.add_direct(direct)
+    return provider, shared, direct
 
 
 def _logger_provider(
@@ -459,6 +469,7 @@ def shutdown(timeout: Optional[float] = None) -> bool:
     with _lock:
         state, _state = _state, None
         _inline.current = None
+        _durations.current = None
     if state is not None:
         if state.log_handler is not None:
             logging.getLogger().removeHandler(state.log_handler)
@@ -593,6 +604,8 @@ def _after_fork_in_child() -> None:
     from appvitals import metrics as _metrics
 
     _metrics._at_fork_reinit()
+    if _durations.current is not None:  # the parent's requests are the parent's to report
+        _durations.current.at_fork_reinit()
     http_server = sys.modules.get("appvitals.integrations._http_server")
     if http_server is not None:  # an instrumented app counts its requests in flight there
         http_server._at_fork_reinit()

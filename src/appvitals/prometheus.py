@@ -864,6 +864,8 @@ class PrometheusReader(MetricReader):
         self._predecessor_checked = False
         # The latest exemplar per bucket / counter sample, by family (see _openmetrics).
         self._exemplars: dict[str, dict[SampleKey, Any]] = {}
+        # Histograms appvitals aggregates itself, merged into every collection (_durations).
+        self._direct: list[Any] = []
         _readers.add(self)
         _register_fork_hooks()
 
@@ -909,7 +911,20 @@ class PrometheusReader(MetricReader):
         finally:
             self._capture.active = False
             self._capture.data = None
+        try:
+            for histogram in self._direct:
+                data = histogram.merge(data, self._resource(data))
+        except Exception as error:
+            _safety.report_internal_error(_ERRORS, error)
         return data
+
+    def add_direct(self, histogram: Any) -> None:
+        """Merge ``histogram`` (a :class:`appvitals._durations.DirectHistogram`) into collections.
+
+        Only valid while this reader is the only one on its provider: every consumer of the
+        provider's data must see the measurements the histogram holds instead of the SDK.
+        """
+        self._direct.append(histogram)
 
     def _collect_families(self) -> tuple[Optional[MetricsData], dict[str, _Family]]:
         """Collect (holding ``_lock``), translate, and keep the collection's exemplars.

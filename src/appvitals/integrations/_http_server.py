@@ -29,13 +29,14 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from appvitals import _durations
 from appvitals._context import _fields, is_valid_correlation_id, new_correlation_id
 from appvitals._inline import tick
 from appvitals._safety import report_internal_error
 from appvitals._version import __version__
 
 # Semantic-convention buckets for http.server.request.duration.
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+DURATION_BUCKETS = _durations.BUCKETS
 _KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"}
 )
@@ -165,9 +166,10 @@ def endpoint_response(
 class DeferredDurations:
     """``http.server.request.duration`` of unsampled requests, recorded in batches.
 
-    One ``Histogram.record`` through the SDK costs about 8 µs in a tight loop but about
-    16 µs inside a request, where the request's own code has pushed the SDK's out of the
-    CPU caches (``docs/benchmarks.md``): a fifth of the whole budget. A request only appends
+    The fallback of :mod:`appvitals._durations`, used when a reader other than appvitals'
+    Prometheus reader collects the provider. One ``Histogram.record`` through the SDK costs
+    about 6 µs in a tight loop and more inside a request, where the request's own code has
+    pushed the SDK's out of the CPU caches (``docs/benchmarks.md``). A request only appends
     its duration and attributes here; every :attr:`BATCH` requests, and before every reader
     collects (:meth:`ActiveRequests.observe` calls :meth:`flush`), the batch goes through
     the SDK in one warm loop. A scrape or an export therefore always sees every finished
@@ -229,9 +231,9 @@ class ActiveRequests:
         self._counts: dict[tuple[str, str], int] = {}
         self.durations = DeferredDurations(
             meter.create_histogram(
-                "http.server.request.duration",
-                unit="s",
-                description="Duration of HTTP server requests.",
+                _durations.NAME,
+                unit=_durations.UNIT,
+                description=_durations.DESCRIPTION,
                 explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
             )
         )
@@ -298,8 +300,8 @@ class ServerTelemetry:
         self.correlation_header_names = tuple(
             name.lower().encode("latin-1") for name in options.correlation_headers
         )
-        self.tracer = trace.get_tracer("appvitals.http.server", __version__)
-        meter = metrics.get_meter("appvitals.http.server", __version__)
+        self.tracer = trace.get_tracer(_durations.SCOPE, __version__)
+        meter = metrics.get_meter(_durations.SCOPE, __version__)
         self.active = active_requests(meter)
         self.durations = self.active.durations
         self.replaced = meter.create_counter(
@@ -425,8 +427,11 @@ class Request:
             if error_type is not None:
                 attributes["error.type"] = error_type
             sampled = span.is_recording()
+            direct = _durations.current
             if sampled:  # now, while the span is current: its exemplar carries the trace
                 telemetry.durations.histogram.record(elapsed, attributes)
+            elif direct is not None:  # aggregated by appvitals, merged on collection
+                direct.record(elapsed, attributes)
             else:
                 telemetry.durations.record(elapsed, attributes)
             telemetry.active.add(self._active_key, -1)
