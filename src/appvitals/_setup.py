@@ -22,7 +22,7 @@ from typing import Any, Optional
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk.resources import Resource
 
-from appvitals import _durations, _inline, _safety
+from appvitals import _durations, _inline, _safety, _spans
 from appvitals._config import Config, ConfigurationError, resolve
 from appvitals._exporters import build_exporter
 from appvitals._version import __version__
@@ -197,9 +197,12 @@ def _install(state: _State) -> None:
     owned: list[str] = []
     if config.traces:
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-            state.tracer_provider = _tracer_provider(config, resource, extras, state.schedule)
+            state.tracer_provider, root_sampling = _tracer_provider(
+                config, resource, extras, state.schedule
+            )
             trace.set_tracer_provider(state.tracer_provider)
             owned.append("traces")
+            _spans.current = root_sampling
         else:
             state.tracer_provider = trace.get_tracer_provider()
     if config.metrics:
@@ -270,7 +273,8 @@ def build_resource(config: Config) -> Resource:
 
 def _tracer_provider(
     config: Config, resource: Resource, extras: Extras, schedule: Optional[_inline.Schedule]
-) -> Any:
+) -> tuple[Any, Optional[_spans.RootSampling]]:
+    """The provider, and the fast start of its unsampled root spans (``None`` if none)."""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.sampling import (
         ALWAYS_OFF,
@@ -290,15 +294,19 @@ def _tracer_provider(
     else:
         root = TraceIdRatioBased(config.sampler_ratio)
     sampler = ParentBased(root) if config.sampler.startswith("parentbased") else root
+    ids = _spans.PresetIdGenerator()
     # shutdown_on_exit=False: our own exit hook flushes with a deadline instead.
-    provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
+    provider = TracerProvider(
+        resource=resource, sampler=sampler, id_generator=ids, shutdown_on_exit=False
+    )
+    bound = _spans.root_bound(root)
     exporter = build_exporter(config, "traces")
     if exporter is not None:
         processor = _batch_processor(CountingBatchSpanProcessor, "traces", exporter, schedule)
         provider.add_span_processor(processor)
     for processor in extras.span_processors:
         provider.add_span_processor(processor)
-    return provider
+    return provider, None if bound is None else _spans.RootSampling(ids, bound)
 
 
 def _meter_provider(
@@ -470,6 +478,7 @@ def shutdown(timeout: Optional[float] = None) -> bool:
         state, _state = _state, None
         _inline.current = None
         _durations.current = None
+        _spans.current = None
     if state is not None:
         if state.log_handler is not None:
             logging.getLogger().removeHandler(state.log_handler)

@@ -29,7 +29,7 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from appvitals import _durations
+from appvitals import _durations, _spans
 from appvitals._context import _fields, is_valid_correlation_id, new_correlation_id
 from appvitals._inline import tick
 from appvitals._safety import report_internal_error
@@ -347,7 +347,11 @@ class ServerTelemetry:
             method = "_OTHER"
         key = (method, scheme)
         parent = propagate.extract(carrier) if carrier else None
-        span = self.tracer.start_span(method, parent, kind=SpanKind.SERVER)
+        root_sampling = _spans.current
+        if root_sampling is not None and parent is None and not otel_context.get_current():
+            span = root_sampling.start(self.tracer, method)  # no parent anywhere: a root span
+        else:
+            span = self.tracer.start_span(method, parent, kind=SpanKind.SERVER)
         if span.is_recording():
             attributes = describe()
             attributes["http.request.method"] = method
