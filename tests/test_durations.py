@@ -13,6 +13,7 @@ from typing import Any
 
 import flask
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     HistogramDataPoint,
@@ -20,6 +21,7 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
 )
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.trace import SpanContext, TraceFlags
 
 import appvitals
 from appvitals import _durations, prometheus
@@ -276,3 +278,59 @@ def test_an_applications_own_meter_provider_keeps_the_sdk_path() -> None:
     metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
     appvitals.configure(service_name="direct", exporter="none")
     assert _durations.current is None
+
+
+def _span_context(trace_id: int, span_id: int) -> SpanContext:
+    return SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(1))
+
+
+def test_exemplars_match_the_sdks_and_each_collection_takes_them() -> None:
+    records = [(0.002, 1), (0.004, 2), (0.3, 3), (20.0, 4)]  # buckets 0, 0, 6 and the last
+    direct = _durations.request_duration()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    sdk = provider.get_meter("sdk").create_histogram(
+        _durations.NAME, unit="s", explicit_bucket_boundaries_advisory=list(_durations.BUCKETS)
+    )
+    for value, ids in records:
+        context = _span_context(0xABC0 + ids, 0x10 + ids)
+        direct.record(value, GET_200, context)
+        span = trace.NonRecordingSpan(context)
+        sdk.record(value, GET_200, trace.set_span_in_context(span))
+    direct.record(0.005, GET_200)  # unsampled: no exemplar, and bucket 0 keeps the last one
+    data = reader.get_metrics_data()
+    assert data is not None
+    (sdk_point,) = data.resource_metrics[0].scope_metrics[0].metrics[0].data.data_points  # type: ignore[union-attr]
+
+    (point,) = direct.points(now=1)
+
+    def shape(exemplars: Any) -> list[tuple[Any, ...]]:
+        return [(e.filtered_attributes, e.value, e.span_id, e.trace_id) for e in exemplars]
+
+    assert shape(point.exemplars) == shape(sdk_point.exemplars)
+    assert [e.span_id for e in point.exemplars] == [0x12, 0x13, 0x14]
+    (again,) = direct.points(now=2)
+    assert list(again.exemplars) == []
+    assert again.count == point.count == 5
+
+
+def test_exemplars_can_be_switched_off() -> None:
+    direct = _durations.request_duration(exemplars=False)
+    direct.record(0.1, GET_200, _span_context(1, 2))
+    (point,) = direct.points(now=1)
+    assert list(point.exemplars) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("trace_based", True), ("always_off", False), ("always_on", None), ("bogus", None)],
+)
+def test_the_exemplar_filter_decides_the_direct_path(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool | None
+) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", value)
+    assert _durations.exemplar_filter() is expected
+    if value != "bogus":  # the SDK itself refuses an unknown filter
+        appvitals.configure(service_name="filter", exporter="none")
+        current = _durations.current
+        assert (current is None) if expected is None else (current.exemplars is expected)

@@ -4,25 +4,27 @@ One ``Histogram.record`` through the SDK costs about 5.5 µs (``docs/benchmarks.
 SDK cleans the attributes, hashes them and looks the series up for every measurement. That
 was a fifth of what the Flask middleware costs a request. When nothing but appvitals'
 Prometheus reader collects the provider — the default set-up, where the OTLP export shares
-that reader (:class:`appvitals._exporters.SharedExportReader`) — the unsampled requests'
-durations are aggregated here instead, about 1 µs each, into the same explicit-bucket
-cumulative histogram, and the reader merges them into every collection
-(:meth:`DirectHistogram.merge`). Sampled requests still record through the SDK, with their
-span current, so that their exemplars carry the trace; the merge adds both per series.
+that reader (:class:`appvitals._exporters.SharedExportReader`) — the durations are
+aggregated here instead, about 1 µs each, into the same explicit-bucket cumulative
+histogram, and the reader merges them into every collection (:meth:`DirectHistogram.merge`).
+A sampled request also leaves its bucket's exemplar, as the SDK's ``trace_based`` filter and
+aligned-bucket reservoir would.
 
 Any other reader on the provider (a delta-temporality OTLP export, ``appvitals.testing``,
-an application's own provider) makes :func:`configure_direct` leave :data:`current` unset,
-and the durations go through the SDK as before.
+an application's own provider), or an ``always_on`` exemplar filter, leaves :data:`current`
+unset (``configure()`` decides), and the durations go through the SDK as before.
 """
 
 from __future__ import annotations
 
 import bisect
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
+from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Histogram,
@@ -34,6 +36,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext
 
 from appvitals._version import __version__
 
@@ -50,7 +53,7 @@ OVERFLOW_ATTRIBUTES: Mapping[str, Any] = {"otel.metric.overflow": True}
 
 
 class _Series:
-    __slots__ = ("attributes", "count", "counts", "max", "min", "start", "sum")
+    __slots__ = ("attributes", "count", "counts", "exemplars", "max", "min", "start", "sum")
 
     def __init__(self, attributes: Mapping[str, Any], buckets: int) -> None:
         self.attributes = dict(attributes)
@@ -60,6 +63,9 @@ class _Series:
         self.min = float("inf")
         self.max = float("-inf")
         self.start = time.time_ns()
+        # Bucket index → (value, time, span id, trace id) of its latest sampled measurement,
+        # as the SDK's aligned-bucket exemplar reservoir keeps them until a collection.
+        self.exemplars: dict[int, tuple[float, int, int, int]] = {}
 
 
 class DirectHistogram:
@@ -69,6 +75,9 @@ class DirectHistogram:
         scope: the instrumentation scope the SDK's instrument of the same name lives in.
         name, unit, description: as the SDK instrument's.
         boundaries: the explicit bucket boundaries (the instrument's advisory ones).
+        exemplars: keep the latest sampled measurement per bucket, as the SDK's default
+            ``trace_based`` exemplar filter and aligned-bucket reservoir do; each
+            collection takes them (and the next starts afresh).
     """
 
     def __init__(
@@ -78,8 +87,11 @@ class DirectHistogram:
         unit: str,
         description: str,
         boundaries: Sequence[float],
+        *,
+        exemplars: bool = True,
     ) -> None:
         self.scope = scope
+        self.exemplars = exemplars
         self.name = name
         self.unit = unit
         self.description = description
@@ -87,10 +99,21 @@ class DirectHistogram:
         self._lock = threading.Lock()
         self._series: dict[tuple[tuple[str, Any], ...], _Series] = {}
 
-    def record(self, value: float, attributes: Mapping[str, Any]) -> None:
-        """Add one measurement (finite, non-negative: a duration) of ``attributes``."""
+    def record(
+        self,
+        value: float,
+        attributes: Mapping[str, Any],
+        sampled: Optional[SpanContext] = None,
+    ) -> None:
+        """Add one measurement (finite, non-negative: a duration) of ``attributes``.
+
+        ``sampled`` is the span context of a sampled request, kept as the bucket's exemplar.
+        """
         key = tuple(attributes.items())
         index = bisect.bisect_left(self.boundaries, value)
+        exemplar = None
+        if sampled is not None and self.exemplars:
+            exemplar = (value, time.time_ns(), sampled.span_id, sampled.trace_id)
         with self._lock:
             series = self._series.get(key)
             if series is None:
@@ -103,6 +126,8 @@ class DirectHistogram:
                 series.min = value
             if value > series.max:  # noqa: PLR1730
                 series.max = value
+            if exemplar is not None:
+                series.exemplars[index] = exemplar
 
     def _new_series(
         self, key: tuple[tuple[str, Any], ...], attributes: Mapping[str, Any]
@@ -122,12 +147,15 @@ class DirectHistogram:
         self._series = {}
 
     def points(self, now: int) -> list[HistogramDataPoint]:
-        """The cumulative data points of every series, stamped ``now``."""
+        """The cumulative data points of every series, stamped ``now``; takes the exemplars."""
         with self._lock:
             series = [
-                (s.attributes, s.start, s.count, s.sum, list(s.counts), s.min, s.max)
+                (s.attributes, s.start, s.count, s.sum, list(s.counts), s.min, s.max, s.exemplars)
                 for s in self._series.values()
             ]
+            for each in self._series.values():
+                if each.exemplars:
+                    each.exemplars = {}
         return [
             HistogramDataPoint(
                 attributes=dict(attributes),
@@ -139,8 +167,12 @@ class DirectHistogram:
                 explicit_bounds=self.boundaries,
                 min=low,
                 max=high,
+                exemplars=[
+                    Exemplar({}, value, at, span_id, trace_id)
+                    for _index, (value, at, span_id, trace_id) in sorted(exemplars.items())
+                ],
             )
-            for attributes, start, count, total, counts, low, high in series
+            for attributes, start, count, total, counts, low, high, exemplars in series
         ]
 
     def merge(
@@ -225,7 +257,7 @@ def _merge_points(
                 explicit_bounds=point.explicit_bounds,
                 min=min(point.min, mine.min),
                 max=max(point.max, mine.max),
-                exemplars=point.exemplars,
+                exemplars=[*point.exemplars, *mine.exemplars],
             )
         )
     merged.extend(by_key.values())
@@ -236,11 +268,20 @@ def _attributes_key(attributes: Optional[Mapping[str, Any]]) -> frozenset[tuple[
     return frozenset((attributes or {}).items())
 
 
-def request_duration() -> DirectHistogram:
+def request_duration(exemplars: bool = True) -> DirectHistogram:
     """A new direct ``http.server.request.duration``, in the scope the HTTP servers use."""
-    return DirectHistogram(
-        InstrumentationScope(SCOPE, __version__), NAME, UNIT, DESCRIPTION, BUCKETS
-    )
+    scope = InstrumentationScope(SCOPE, __version__)
+    return DirectHistogram(scope, NAME, UNIT, DESCRIPTION, BUCKETS, exemplars=exemplars)
+
+
+def exemplar_filter(environ: Mapping[str, str] = os.environ) -> Optional[bool]:
+    """Whether the SDK would keep exemplars of sampled measurements (``None``: not only those).
+
+    ``OTEL_METRICS_EXEMPLAR_FILTER``: ``trace_based`` (the default) keeps the sampled ones,
+    ``always_off`` none; ``always_on`` (every measurement) is left to the SDK.
+    """
+    value = environ.get("OTEL_METRICS_EXEMPLAR_FILTER", "trace_based")
+    return {"trace_based": True, "always_off": False}.get(value)
 
 
 # The histogram every instrumented HTTP server records its unsampled durations into, while

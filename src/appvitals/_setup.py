@@ -348,8 +348,9 @@ def _meter_provider(
             schedule, periodic, config.metric_export_interval, config.metric_export_timeout
         )
     direct = None
-    if source is not None and readers == [source]:
-        direct = _durations.request_duration()
+    exemplars = _durations.exemplar_filter()
+    if source is not None and readers == [source] and exemplars is not None:
+        direct = _durations.request_duration(exemplars)
         source.add_direct(direct)
     return provider, shared, direct
 

@@ -432,10 +432,10 @@ class Request:
                 attributes["error.type"] = error_type
             sampled = span.is_recording()
             direct = _durations.current
-            if sampled:  # now, while the span is current: its exemplar carries the trace
+            if direct is not None:  # aggregated by appvitals, merged on collection
+                direct.record(elapsed, attributes, span.get_span_context() if sampled else None)
+            elif sampled:  # now, while the span is current: its exemplar carries the trace
                 telemetry.durations.histogram.record(elapsed, attributes)
-            elif direct is not None:  # aggregated by appvitals, merged on collection
-                direct.record(elapsed, attributes)
             else:
                 telemetry.durations.record(elapsed, attributes)
             telemetry.active.add(self._active_key, -1)
