@@ -213,9 +213,13 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 def make_batch(
-    monkeypatch: pytest.MonkeyPatch, *, max_batch: int = 3, max_queue: int = 5
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    max_batch: int = 3,
+    max_queue: int = 5,
+    promote: bool = False,
 ) -> tuple[_inline.Schedule, _inline.InlineBatch, Recorder]:
-    schedule = _inline.Schedule()
+    schedule = _inline.Schedule(promote=promote)
     recorder = Recorder()
     batch = _inline.InlineBatch("traces", recorder, schedule, 5.0, max_batch, max_queue)
     monkeypatch.setattr(_inline, "current", schedule)
@@ -370,10 +374,7 @@ def test_auto_mode_moves_exports_to_one_thread_once_the_process_has_threads(
     """Promotion: at the first due tick in a threaded process, one export thread takes over."""
     threaded = False
     monkeypatch.setattr(_inline, "process_has_threads", lambda: threaded)
-    schedule = _inline.Schedule(promote=True)
-    recorder = Recorder()
-    batch = _inline.InlineBatch("traces", recorder, schedule, 5.0, 100, 100)
-    monkeypatch.setattr(_inline, "current", schedule)
+    schedule, batch, recorder = make_batch(monkeypatch, max_batch=100, max_queue=100, promote=True)
     batch.emit("first")
     clock.now += 5.0
     _inline.tick()  # single-threaded: the export runs here
@@ -409,10 +410,7 @@ def test_an_export_thread_that_cannot_start_leaves_the_exports_inline(
         raise RuntimeError("can't start new thread")
 
     monkeypatch.setattr(threading.Thread, "start", refuse)
-    schedule = _inline.Schedule(promote=True)
-    recorder = Recorder()
-    batch = _inline.InlineBatch("traces", recorder, schedule, 5.0, 100, 100)
-    monkeypatch.setattr(_inline, "current", schedule)
+    schedule, batch, recorder = make_batch(monkeypatch, max_batch=100, max_queue=100, promote=True)
     batch.emit("a")
     clock.now += 5.0
     _inline.tick()  # promotion fails: no exception reaches the caller
