@@ -584,8 +584,13 @@ def test_snapshots_are_written_in_the_background_and_stop_at_shutdown(own_snapsh
     reader = PrometheusReader()
     with attached(reader) as provider:
         provider.get_meter("shop").create_counter("shop.orders").add(5, {"channel": "web"})
+
+        def written() -> bool:
+            # The thread starts at attach: its first snapshot may predate the counter.
+            return own.exists() and bool(json.loads(own.read_text())["families"])
+
         deadline = time.monotonic() + 10
-        while not own.exists() and time.monotonic() < deadline:
+        while not written() and time.monotonic() < deadline:
             time.sleep(0.02)
         snapshot = json.loads(own.read_text())
         assert snapshot["families"][0]["samples"] == [["", [["channel", "web"]], 5]]
