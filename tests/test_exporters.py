@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -213,3 +215,52 @@ def test_otlp_metrics_share_the_prometheus_reader_when_cumulative(
     assert [p.value for p in points] == ([4, 7] if shared else [4, 3])
     expected = 2 if shared else 1  # OTLP AggregationTemporality: 1 delta, 2 cumulative
     assert {p.aggregation_temporality for p in points} == {expected}
+
+
+IMPORTS_AT_CONFIGURE = """
+import sys
+from appvitals._config import resolve
+from appvitals._exporters import build_exporter
+
+protocol = sys.argv[1]
+config = resolve({"exporter": "otlp", "otlp_protocol": protocol}, environ={})
+before = {name for name in sys.modules if name.startswith(("requests", "grpc"))}
+exporters = [build_exporter(config, signal) for signal in ("traces", "metrics", "logs")]
+after = {name for name in sys.modules if name.startswith(("requests", "grpc"))}
+print(sorted(before), "requests" in after, "grpc" in after,
+      [exporter._inner.built() is None for exporter in exporters])
+"""
+
+
+@pytest.mark.parametrize(("protocol", "transport"), [("http/protobuf", 1), ("grpc", 2)])
+def test_otlp_exporter_imports_happen_at_configure(protocol: str, transport: int) -> None:
+    """The OTLP exporters' imports run in configure(), not in the request of the first export.
+
+    They cost ~50 ms of CPU (protobuf, requests and urllib3 for HTTP), which a request that
+    runs the first inline export would otherwise wait for. The exporters themselves are still
+    built per process, at their first export.
+    """
+    completed = subprocess.run(
+        [sys.executable, "-c", IMPORTS_AT_CONFIGURE, protocol],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    before, requests_loaded, grpc_loaded, unbuilt = completed.stdout.strip().split(" ", 3)
+    assert before == "[]", "the test needs a process that has not imported them yet"
+    assert (requests_loaded, grpc_loaded)[transport - 1] == "True"
+    assert unbuilt == "[True, True, True]"
+
+
+def test_a_missing_exporter_package_fails_at_export_not_at_configure(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exporter that cannot be imported leaves configure() alone and fails each export."""
+    # None in sys.modules makes the import raise ImportError, as a missing package does.
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter", None)
+    config = resolve({"exporter": "otlp", "otlp_protocol": "grpc"}, environ={})
+    exporter = build_exporter(config, "traces")
+    caplog.set_level(logging.CRITICAL)
+    assert exporter.export([]) == SpanExportResult.FAILURE

@@ -12,6 +12,8 @@ The wrappers here solve two problems the OpenTelemetry SDK leaves to the applica
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -242,14 +244,18 @@ def _otlp_factory(config: Config, signal: str) -> Callable[[], Any]:
         "logs": "OTLPLogExporter",
     }
     modules = {"traces": "trace_exporter", "metrics": "metric_exporter", "logs": "_log_exporter"}
+    module_name = f"opentelemetry.exporter.otlp.proto.{module}.{modules[signal]}"
+    # Import now, in configure(): the exporter is built per process at its first export,
+    # and its imports (protobuf, ``requests`` and urllib3 for HTTP: ~50 ms of CPU) would
+    # otherwise hold up whichever request runs that export. A failed import is left to
+    # build(), which fails the same way at each export, reported there.
+    with contextlib.suppress(Exception):
+        importlib.import_module(module_name)
+        if module == "http":  # the HTTP exporter imports requests when it is built
+            importlib.import_module("requests")
 
     def build() -> Any:
-        import importlib
-
-        exporter_module = importlib.import_module(
-            f"opentelemetry.exporter.otlp.proto.{module}.{modules[signal]}"
-        )
-        cls = getattr(exporter_module, names[signal])
+        cls = getattr(importlib.import_module(module_name), names[signal])
         kwargs: dict[str, Any] = {"endpoint": endpoint, "headers": headers, "timeout": timeout}
         if signal == "metrics":
             kwargs["preferred_temporality"] = temporality_preference()
