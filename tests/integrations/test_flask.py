@@ -291,3 +291,40 @@ def test_unsampled_durations_are_batched_and_every_collection_sees_them() -> Non
         assert point.value == DeferredDurations.BATCH + 3
         assert point.attributes["http.route"] == "/items/<int:item_id>"
         assert not durations._pending
+
+
+def test_route_of_requests_answered_early_or_propagating_an_exception(capture: Capture) -> None:
+    """The route comes from Flask's matching, whoever answers and however the request ends.
+
+    A ``before_request`` hook that answers, and an exception that Flask propagates (testing
+    mode) instead of turning into a 500 response, both keep ``http.route``; appvitals adds no
+    hook of its own.
+    """
+    app = Flask("early")
+
+    @app.get("/orders/<int:order_id>")
+    def order(order_id: int) -> str:
+        raise LookupError(order_id)
+
+    @app.get("/closed/<name>")
+    def closed(name: str) -> str:
+        return name  # never reached: the hook below answers first
+
+    @app.before_request
+    def maintenance() -> tuple[str, int] | None:
+        from flask import request
+
+        return ("closed", 503) if request.path.startswith("/closed/") else None
+
+    appvitals.instrument_flask(app)
+    assert app.before_request_funcs == {None: [maintenance]}
+    client = app.test_client()
+    assert client.get("/closed/shop").status_code == 503
+    app.testing = True  # PROPAGATE_EXCEPTIONS: the exception leaves the WSGI app
+    with pytest.raises(LookupError):
+        client.get("/orders/7")
+    answered = capture.span("GET /closed/<name>")
+    assert answered.attributes["http.route"] == "/closed/<name>"
+    propagated = capture.span("GET /orders/<int:order_id>")
+    assert propagated.attributes["http.route"] == "/orders/<int:order_id>"
+    assert propagated.attributes["error.type"] == "LookupError"
