@@ -187,6 +187,10 @@ def cpu_seconds(pids: list[int]) -> float:
 # --- servers ---------------------------------------------------------------------------
 
 
+class PortTakenError(RuntimeError):
+    """The server could not bind the port :func:`free_port` had found free."""
+
+
 class Server:
     """One benchmark app in its server, pinned to the server core; stopped by its PID."""
 
@@ -246,6 +250,8 @@ class Server:
         tail = self.log_path.read_text(errors="replace")[-2000:]
         self.stop()
         msg = f"{self.framework}/{self.config} did not start:\n{tail}"
+        if "in use" in tail:  # the free port was taken (by an outgoing connection) meanwhile
+            raise PortTakenError(msg)
         raise RuntimeError(msg)
 
     def pids(self) -> list[int]:
@@ -587,6 +593,23 @@ def make_plan(args: argparse.Namespace) -> tuple[dict[str, list[str]], list[str]
 Results = dict[tuple[str, str, str], list[dict[str, Any]]]
 
 
+def ready(server: Server, sink: Sink, attempts: int = 3) -> Server:
+    """``server`` once it answers, or a new one on another port if its port was taken.
+
+    :func:`free_port` releases the port before the server binds it, and wrk's and the
+    apps' outgoing connections draw their ports from the same range.
+    """
+    try:
+        server.wait_ready()
+    except PortTakenError:
+        if attempts <= 1:
+            raise
+        log(f"{server.framework} {server.label}: port taken, starting it on another")
+        again = Server(server.framework, server.config, sink.url, sink.upstream, server.label)
+        return ready(again, sink, attempts - 1)
+    return server
+
+
 def run_framework(
     framework: str, configs: list[str], args: argparse.Namespace, sink: Sink, results: Results
 ) -> dict[str, dict[str, int]]:
@@ -609,8 +632,8 @@ def run_framework(
             for label in labels:
                 config = "bare" if label == NOISE else label
                 servers[label] = Server(framework, config, sink.url, sink.upstream, label)
-            for server in servers.values():
-                server.wait_ready()
+            for label in labels:
+                servers[label] = ready(servers[label], sink)
             if before is None:
                 before = sink.received()
             shift = round_ % len(labels)  # no configuration always first or after another

@@ -119,3 +119,32 @@ def test_quick_settings_and_bare_always_measured() -> None:
     assert (args.rounds, args.duration) == (2, 1.0)
     with pytest.raises(SystemExit):
         load.parse_args(["--configs", "newrelic"])
+
+
+def test_a_server_whose_port_was_taken_is_started_again_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A port taken between free_port() and the bind costs a restart, not the whole run."""
+    started: list[int] = []
+
+    class FakeServer:
+        def __init__(self, framework: str, config: str, sink: str, upstream: str, label: str):
+            self.framework, self.config, self.label = framework, config, label
+            started.append(len(started))
+            self.attempt = started[-1]
+
+        def wait_ready(self) -> None:
+            if self.attempt < taken:
+                raise load.PortTakenError("address already in use")
+
+    class FakeSink:
+        url, upstream = "http://sink", "http://upstream/"
+
+    monkeypatch.setattr(load, "Server", FakeServer)
+    taken = 2
+    server = load.ready(FakeServer("flask", "bare", "", "", "bare"), FakeSink())
+    assert (server.attempt, len(started)) == (2, 3)
+    started.clear()
+    taken = 3
+    with pytest.raises(load.PortTakenError):
+        load.ready(FakeServer("flask", "bare", "", "", "bare"), FakeSink())
