@@ -328,3 +328,23 @@ def test_route_of_requests_answered_early_or_propagating_an_exception(capture: C
     propagated = capture.span("GET /orders/<int:order_id>")
     assert propagated.attributes["http.route"] == "/orders/<int:order_id>"
     assert propagated.attributes["error.type"] == "LookupError"
+
+
+def test_route_through_the_request_proxy_and_outside_a_request(
+    capture: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The public ``flask.request`` proxy is the fallback reader; no request, no route."""
+    from flask import request
+
+    from appvitals.integrations import flask as integration
+
+    monkeypatch.setattr(integration, "_current_rule", lambda: request.url_rule)
+    make_app().test_client().get("/items/3")
+    assert capture.span("GET /items/<int:item_id>").attributes["http.route"] == (
+        "/items/<int:item_id>"
+    )
+    environ: dict[str, object] = {}
+    integration._remember_route(environ)  # outside a request context: nothing, no error
+    monkeypatch.undo()
+    integration._remember_route(environ)
+    assert environ == {}
