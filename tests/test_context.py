@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import appvitals
 from appvitals._context import is_valid_correlation_id
@@ -29,6 +30,32 @@ def test_correlation_id_validation() -> None:
     assert not is_valid_correlation_id("bad\nid")
     assert not is_valid_correlation_id("")
     assert len(appvitals.new_correlation_id()) == 32
+
+
+def test_new_correlation_ids_are_zero_padded_lowercase_hex(monkeypatch: Any) -> None:
+    """32 hex characters whatever the random number, leading zeros included."""
+    import random
+
+    monkeypatch.setattr(random, "getrandbits", lambda bits: 0xABC if bits == 128 else 1)
+    assert appvitals.new_correlation_id() == "0" * 29 + "abc"
+    monkeypatch.undo()
+    ids = {appvitals.new_correlation_id() for _ in range(100)}
+    assert len(ids) == 100
+    assert all(len(each) == 32 and each == each.lower() and int(each, 16) for each in ids)
+
+
+def test_log_trace_ids_are_zero_padded_lowercase_hex() -> None:
+    """The log processor writes the W3C form of small ids (leading zeros) too."""
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    from appvitals._logs_fields import add_trace_context
+
+    context = SpanContext(0xABC, 0x1F, False, TraceFlags(TraceFlags.SAMPLED))
+    with trace.use_span(NonRecordingSpan(context)):
+        fields = add_trace_context(None, "info", {})
+    assert fields == {"trace_id": "0" * 29 + "abc", "span_id": "0" * 14 + "1f"}
+    assert add_trace_context(None, "info", {}) == {}
 
 
 def test_propagation_round_trip(capture: Capture) -> None:

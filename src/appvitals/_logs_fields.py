@@ -134,8 +134,9 @@ def add_trace_context(_logger: Any, _method: str, event_dict: EventDict) -> Even
     """``trace_id`` and ``span_id`` (hex) of the current span, when there is a valid one."""
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
-        event_dict["trace_id"] = format(context.trace_id, "032x")
-        event_dict["span_id"] = format(context.span_id, "016x")
+        # bytes.hex(): the same lowercase, zero-padded text as format(n, "032x"), faster
+        event_dict["trace_id"] = context.trace_id.to_bytes(16, "big").hex()
+        event_dict["span_id"] = context.span_id.to_bytes(8, "big").hex()
     return event_dict
 
 
