@@ -66,6 +66,27 @@ def test_build_exporter_kinds(exporter: str, tmp_path: os.PathLike[str]) -> None
     assert build_exporter(resolve({"exporter": "none"}, environ={}), "traces") is None
 
 
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_otlp_http_spans_use_appvitals_encoder(protocol: str) -> None:
+    """OTLP/HTTP span exports go through appvitals' encoder (gRPC through the SDK's).
+
+    It fails when an OpenTelemetry release moves the exporter's HTTP client, which would
+    otherwise quietly put the slower encoder back (``appvitals._otlp_spans``).
+    """
+    from appvitals._otlp_spans import EncodingSpanExporter
+
+    config = resolve({"exporter": "otlp", "otlp_protocol": protocol}, environ={})
+    exporter = build_exporter(config, "traces")
+    assert isinstance(exporter, SafeSpanExporter)
+    inner = exporter._inner.get()
+    if protocol == "grpc":
+        assert not isinstance(inner, EncodingSpanExporter)
+    else:
+        assert isinstance(inner, EncodingSpanExporter)
+        assert inner.encodes
+    exporter.shutdown()
+
+
 def test_console_exporter_prints_spans(capfd: pytest.CaptureFixture[str]) -> None:
     """exporter="console" prints finished spans to stdout."""
     appvitals.configure(exporter="console", sampler_ratio=1.0, metrics=False, logs=False)
