@@ -115,8 +115,8 @@ def _key_value(key: str, value: Any) -> bytes:
 class SpanEncoder:
     """Encodes batches of finished spans; keeps what repeats between spans and batches.
 
-    One instance per exporter (it is not shared between threads: an exporter's ``export``
-    is never called concurrently by the SDK's processors or appvitals' inline schedule).
+    One instance per exporter. Its caches only ever hold complete entries, so two threads
+    exporting at once (a flush beside the schedule) at worst encode something twice.
     """
 
     def __init__(self) -> None:
