@@ -151,3 +151,68 @@ def test_an_outer_span_is_still_the_parent(ratio: float) -> None:
 
     assert body["trace_id"] == f"{outer.get_span_context().trace_id:032x}"
     assert body["sampled"] is (ratio == 1.0)
+
+
+def test_dropped_span_contexts_equal_the_public_constructors() -> None:
+    """The tuple built without SpanContext's checks is the one its constructor builds."""
+    sampling = _configure(sampler_ratio=0.0)
+    span = sampling.start(trace.get_tracer("test"), "GET")
+    context = span.get_span_context()
+    public = trace.SpanContext(context.trace_id, context.span_id, False, context.trace_flags)
+    assert context == public
+    assert (context.is_valid, context.is_remote, context.trace_state) == (
+        True,
+        False,
+        public.trace_state,
+    )
+
+
+def test_context_functions_take_the_direct_path() -> None:
+    """With the default runtime context, the request's context goes straight to its variable.
+
+    Fails when an OpenTelemetry release moves what the direct path reads; the public
+    functions would then run, correct but slower.
+    """
+    from opentelemetry.context import get_current
+
+    current, attach, _detach = _spans.context_functions()
+    assert current is not get_current
+    assert current() is get_current()
+    assert attach.__name__ == "attach"
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_context_functions_do_what_the_public_ones_do(
+    direct: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """attach makes the span current over the caller's (or the parent's) context values;
+    detach restores the caller's context object; a foreign token is logged, not raised."""
+    from opentelemetry import baggage
+    from opentelemetry import context as otel_context
+    from opentelemetry.trace import NonRecordingSpan, SpanContext
+
+    if not direct:
+        monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", otel_context._RUNTIME_CONTEXT)
+        monkeypatch.setattr(_spans, "_context_variable", lambda: None)
+    current, attach, detach = _spans.context_functions()
+    assert (current is otel_context.get_current) is not direct
+    span = NonRecordingSpan(SpanContext(1, 2, False))
+    outer = otel_context.attach(baggage.set_baggage("tenant", "t-1"))
+    try:
+        before = current()
+        token = attach(span, None)
+        assert trace.get_current_span() is span
+        assert baggage.get_baggage("tenant") == "t-1"  # the caller's values stay
+        detach(token)
+        assert current() is before
+        parent = baggage.set_baggage("tenant", "from-parent", otel_context.Context())
+        token = attach(span, parent)
+        assert trace.get_current_span() is span
+        assert baggage.get_baggage("tenant") == "from-parent"  # the parent's, not the caller's
+        detach(token)
+        assert current() is before
+        with caplog.at_level("ERROR"):
+            detach(token)  # used twice: the public detach logs it
+        assert "Failed to detach context" in caplog.text
+    finally:
+        otel_context.detach(outer)

@@ -301,6 +301,7 @@ class ServerTelemetry:
             name.lower().encode("latin-1") for name in options.correlation_headers
         )
         self.tracer = trace.get_tracer(_durations.SCOPE, __version__)
+        self.current_context, self.attach, self.detach = _spans.context_functions()
         meter = metrics.get_meter(_durations.SCOPE, __version__)
         self.active = active_requests(meter)
         self.durations = self.active.durations
@@ -348,7 +349,7 @@ class ServerTelemetry:
         key = (method, scheme)
         parent = propagate.extract(carrier) if carrier else None
         root_sampling = _spans.current
-        if root_sampling is not None and parent is None and not otel_context.get_current():
+        if root_sampling is not None and parent is None and not self.current_context():
             span = root_sampling.start(self.tracer, method)  # no parent anywhere: a root span
         else:
             span = self.tracer.start_span(method, parent, kind=SpanKind.SERVER)
@@ -359,7 +360,7 @@ class ServerTelemetry:
             attributes["url.path"] = path
             attributes["correlation_id"] = correlation_id
             span.set_attributes(attributes)
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        token = self.attach(span, parent)
         fields_token = _fields.set(MappingProxyType({"correlation_id": correlation_id}))
         self.active.add(key, 1)
         return Request(
@@ -453,7 +454,7 @@ class Request:
             try:
                 if self._fields_token is not None:
                     _fields.reset(self._fields_token)
-                otel_context.detach(self._token)
+                telemetry.detach(self._token)
             except Exception as internal:
                 report_internal_error("http server context", internal)
         tick()  # export_mode auto/inline: the exports that are due, after the request's context
