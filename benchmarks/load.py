@@ -45,7 +45,7 @@ APPS = HERE / "apps"
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(APPS))
 
-from bench_common import CONFIGS, source_state  # noqa: E402 - lives next to the apps
+from bench_common import CONFIGS, KNOWN_CONFIGS, source_state  # noqa: E402 - lives next to the apps
 
 FRAMEWORKS = ("flask", "fastapi")
 ENDPOINTS = ("/fast", "/work", "/call")
@@ -307,6 +307,8 @@ class Sink:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 # --- load generation -------------------------------------------------------------------
@@ -565,8 +567,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if name not in FRAMEWORKS:
             parser.error(f"unknown framework {name!r}; expected {', '.join(FRAMEWORKS)}")
     for name in args.configs:
-        if name not in CONFIGS:
-            parser.error(f"unknown config {name!r}; expected {', '.join(CONFIGS)}")
+        if name not in KNOWN_CONFIGS:
+            parser.error(f"unknown config {name!r}; expected {', '.join(KNOWN_CONFIGS)}")
     for name in args.endpoints:
         if name not in ENDPOINTS:
             parser.error(f"unknown endpoint {name!r}; expected {', '.join(ENDPOINTS)}")

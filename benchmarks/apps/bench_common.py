@@ -28,13 +28,28 @@ CONFIGS = (
     "ddtrace",
     "bare-threads",
 )
+# Diagnostic rows, measured only when asked for (load.py --configs): appvitals-idle is
+# configure() with its defaults but no framework integration, so no request runs appvitals
+# code; its extra is what the process pays for having appvitals loaded (imports, providers,
+# a larger heap), apart from the request path. appvitals0 samples no request: against
+# appvitals, what the sampled tenth costs.
+DIAGNOSTIC_CONFIGS = ("appvitals-idle", "appvitals0")
+KNOWN_CONFIGS = CONFIGS + DIAGNOSTIC_CONFIGS
 # appvitals-background: the defaults but export_mode="background" (the SDK's export threads);
 # appvitals runs the default, export_mode="auto" (no thread in these single-threaded workers).
-APPVITALS_CONFIGS = ("appvitals", "appvitals100", "appvitals-background")
+APPVITALS_CONFIGS = (
+    "appvitals",
+    "appvitals100",
+    "appvitals-background",
+    "appvitals-idle",
+    "appvitals0",
+)
+# The configurations whose apps appvitals instruments (the integration and the httpx client).
+INSTRUMENTED_CONFIGS = ("appvitals", "appvitals100", "appvitals-background", "appvitals0")
 
 CONFIG = os.environ.get("BENCH_CONFIG", "bare")
-if CONFIG not in CONFIGS:
-    raise SystemExit(f"BENCH_CONFIG={CONFIG!r}: expected one of {', '.join(CONFIGS)}")
+if CONFIG not in KNOWN_CONFIGS:
+    raise SystemExit(f"BENCH_CONFIG={CONFIG!r}: expected one of {', '.join(KNOWN_CONFIGS)}")
 if CONFIG == "bare-threads":
     threading.Thread(target=threading.Event().wait, name="bench-idle", daemon=True).start()
 
@@ -165,7 +180,8 @@ def appvitals_configure(service_name: str) -> None:
     """appvitals' defaults (10 % sampling, metrics and logs on) over OTLP to the null sink."""
     import appvitals
 
-    ratio = 1.0 if CONFIG == "appvitals100" else None  # None: the default, 10 %
+    # None: the default, 10 %
+    ratio = {"appvitals100": 1.0, "appvitals0": 0.0}.get(CONFIG)
     mode = "background" if CONFIG == "appvitals-background" else None  # None: the default, auto
     appvitals.configure(
         service_name=service_name,

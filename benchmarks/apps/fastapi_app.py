@@ -31,7 +31,7 @@ elif CONFIG == "otel":
     bench_common.otel_providers(SERVICE)
 elif CONFIG == "sentry":
     bench_common.sentry_init()
-if CONFIG in ("otel", "sentry", "ddtrace"):
+if CONFIG in ("otel", "sentry", "ddtrace", "appvitals-idle"):
     telemetry = {"tracing": False, "metrics": False, "logs": False}
 
 app = FastAPI(telemetry=telemetry)
@@ -60,7 +60,7 @@ async def call() -> dict[str, object]:
     return {"upstream": response.json(), "status": response.status_code}
 
 
-if CONFIG in bench_common.APPVITALS_CONFIGS:
+if CONFIG in bench_common.INSTRUMENTED_CONFIGS:
     import appvitals
 
     appvitals.instrument_fastapi(app)

@@ -48,7 +48,7 @@ def call() -> dict[str, object]:
     return {"upstream": response.json(), "status": response.status_code}
 
 
-if CONFIG in bench_common.APPVITALS_CONFIGS:
+if CONFIG in bench_common.INSTRUMENTED_CONFIGS:
     import appvitals
 
     appvitals.instrument_flask(app)

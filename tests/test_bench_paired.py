@@ -1,0 +1,137 @@
+"""The paired benchmark (benchmarks/paired.py): per-request CPU readings and their pairing.
+
+What it measures is CPU time, which tests must not assert; what it computes from its
+readings, and that one short run against real servers produces its table, is checked here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load() -> ModuleType:
+    sys.path.insert(0, str(BENCHMARKS))  # paired.py imports load.py beside it
+    spec = importlib.util.spec_from_file_location(
+        "appvitals_bench_paired", BENCHMARKS / "paired.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+paired = _load()
+
+
+def test_the_extra_is_the_mean_of_the_per_cycle_differences() -> None:
+    bare = [0.001, 0.002, 0.003, 0.002]
+    other = [0.0011, 0.0021, 0.0036, 0.0021]  # +100, +100, +600, +100 µs
+    row = paired.paired(bare, other)
+    assert row["n"] == 4
+    assert row["extra_us"] == pytest.approx(225.0)  # the mean: the one expensive request counts
+    assert row["median_extra_us"] == pytest.approx(100.0)
+    assert row["extra_pct"] == pytest.approx(100 * 225e-6 / 0.002)
+    assert row["ci_us"] == pytest.approx(1.96 * 250.0 / math.sqrt(4))  # stdev of the differences
+    assert row["ci_pct"] == pytest.approx(100 * row["ci_us"] * 1e-6 / 0.002)
+
+
+def test_a_request_costs_the_difference_of_the_readings_around_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Readings are taken just before each request; the cost lands on the request before.
+
+    Each fake server's CPU clock advances by its own cost per request it serves, plus an
+    amount after the response (an export at the end of a request) that must count too.
+    """
+    per_request = {"bare": 0.004, "appvitals": 0.005, "bare-again": 0.004}
+    after_response = {"bare": 0.0, "appvitals": 0.0002, "bare-again": 0.0}
+    clocks = dict.fromkeys(per_request, 0.0)
+    order: list[str] = []
+
+    class FakeServer:
+        def __init__(self, label: str) -> None:
+            self.port = label
+            self.framework = "flask"
+
+    def fake_request(port: str, path: str) -> int:
+        assert path == "/work"
+        order.append(port)
+        clocks[port] += per_request[port] + after_response[port]
+        return 200
+
+    monkeypatch.setattr(paired, "request", fake_request)
+    monkeypatch.setattr(paired, "cpu_seconds", lambda pids: clocks[pids[0]])
+    servers = {label: FakeServer(label) for label in per_request}
+    costs = paired.cycles(servers, "/work", 5, {label: [label] for label in per_request})
+
+    assert {label: len(values) for label, values in costs.items()} == dict.fromkeys(per_request, 5)
+    for label, values in costs.items():
+        assert values == pytest.approx([per_request[label] + after_response[label]] * 5)
+    # Rotated: every server goes first once in a while, never always after the same one.
+    firsts = [order[i * 3] for i in range(5)]
+    assert set(firsts) == set(per_request)
+
+
+def test_a_failed_request_stops_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    class FakeServer:
+        port, framework = "bare", "flask"
+
+    monkeypatch.setattr(paired, "request", lambda port, path: 500)
+    monkeypatch.setattr(paired, "cpu_seconds", lambda pids: 0.0)
+    with pytest.raises(RuntimeError, match="answered 500"):
+        paired.cycles({"bare": FakeServer()}, "/work", 2, {"bare": [1]})
+
+
+def test_bare_is_always_measured_and_bad_settings_are_refused() -> None:
+    args = paired.parse_args(["--configs", "appvitals", "--frameworks", "fastapi"])
+    assert args.configs == ["bare", "appvitals"]
+    assert args.frameworks == ["fastapi"]
+    with pytest.raises(SystemExit):
+        paired.parse_args(["--frameworks", "django"])
+    with pytest.raises(SystemExit):
+        paired.parse_args(["--cycles", "1"])
+
+
+@pytest.mark.skipif(
+    shutil.which("taskset") is None or not Path("/proc/self/task").is_dir(),
+    reason="needs Linux /proc and taskset",
+)
+def test_one_short_run_against_real_servers_prints_its_table(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Real gunicorn servers answer /fast; the table has one row per configuration but bare."""
+    assert (
+        paired.main(
+            [
+                "--frameworks",
+                "flask",
+                "--configs",
+                "bare,appvitals",
+                "--path",
+                "/fast",
+                "--rounds",
+                "1",
+                "--cycles",
+                "3",
+                "--warmup",
+                "1",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("flask ")]
+    assert [row[1] for row in rows] == ["appvitals", "bare-again"]
+    assert all(row[2] == "3" for row in rows)  # three paired requests each
+    assert "GET /fast, 1 rounds" in out
