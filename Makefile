@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make demo   run an instrumented example app and summarise its telemetry"
 	@echo "make test   lint, type-check and run the test suite with coverage"
-	@echo "make bench  the side-by-side load benchmark and the micro-benchmarks (docs/benchmarks.md)"
+	@echo "make bench  the side-by-side load benchmark, the paired CPU benchmark and the micro-benchmarks (docs/benchmarks.md)"
 	@echo "make bench-guard  fail when appvitals adds more than 2 % to a /work request"
 
 $(STAMP): pyproject.toml
@@ -52,6 +52,7 @@ bench-guard: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/load.py
+	$(BIN)/python benchmarks/paired.py
 	$(BIN)/python benchmarks/micro.py
 
 clean:
