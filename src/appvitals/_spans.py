@@ -78,15 +78,12 @@ class RootSampling:
         flags = TraceFlags.DEFAULT
         if ids.is_trace_id_random():
             flags |= TraceFlags.RANDOM_TRACE_ID
-        self.dropped_flags = TraceFlags(flags)
+        self._dropped_flags = TraceFlags(flags)
 
-    def start(self, tracer: trace.Tracer, name: str, trace_id: int = 0) -> trace.Span:
-        """A root ``SERVER`` span: the SDK's when sampled, else a non-recording one.
-
-        ``trace_id``, when not 0, is a trace id the caller drew with ``random.getrandbits(128)``
-        (and may already have tested against :attr:`bound`); else one is drawn here.
-        """
+    def start(self, tracer: trace.Tracer, name: str) -> trace.Span:
+        """A root ``SERVER`` span: the SDK's when sampled, else a non-recording one."""
         getrandbits = random.getrandbits
+        trace_id = getrandbits(128)
         while not trace_id:  # trace.INVALID_TRACE_ID
             trace_id = getrandbits(128)
         if trace_id & _LIMIT < self.bound:
@@ -98,7 +95,7 @@ class RootSampling:
         # SpanContext(trace_id, span_id, False, flags) without its checks: both ids are
         # non-zero and in range by construction, so the context is valid.
         context = _new_tuple(
-            SpanContext, (trace_id, span_id, False, self.dropped_flags, _NO_STATE, True)
+            SpanContext, (trace_id, span_id, False, self._dropped_flags, _NO_STATE, True)
         )
         return NonRecordingSpan(context)
 
@@ -122,10 +119,6 @@ def root_bound(root: Sampler) -> Optional[int]:
 # The root sampling of the tracer provider appvitals installed, or None (SDK path only).
 current: Optional[RootSampling] = None
 
-
-# The key of the current span in a Context (``None`` if OpenTelemetry no longer has it).
-_key = getattr(trace_propagation, "_SPAN_KEY", None)
-SPAN_KEY: Optional[str] = _key if isinstance(_key, str) else None
 
 GetCurrent = Callable[[], Context]
 Attach = Callable[[trace.Span, Optional[Context]], Any]
@@ -154,8 +147,8 @@ def context_functions() -> tuple[GetCurrent, Attach, Detach]:
     they are the public functions.
     """
     variable = _context_variable()
-    span_key = SPAN_KEY
-    if variable is None or span_key is None:
+    span_key = getattr(trace_propagation, "_SPAN_KEY", None)
+    if variable is None or not isinstance(span_key, str):
 
         def attach_public(span: trace.Span, parent: Optional[Context]) -> Any:
             return otel_context.attach(trace.set_span_in_context(span, parent))

@@ -302,8 +302,6 @@ class ServerTelemetry:
         )
         self.tracer = trace.get_tracer(_durations.SCOPE, __version__)
         self.current_context, self.attach, self.detach = _spans.context_functions()
-        # What a framework's fast path for dropped root requests needs (None: no fast path).
-        self.context_variable = _spans._context_variable() if _spans.SPAN_KEY else None
         meter = metrics.get_meter(_durations.SCOPE, __version__)
         self.active = active_requests(meter)
         self.durations = self.active.durations
@@ -338,7 +336,6 @@ class ServerTelemetry:
         carrier: Mapping[str, str] | None,
         describe: Callable[[], dict[str, Any]],
         keep_fields: bool = False,
-        trace_id: int = 0,
     ) -> Request:
         """Begin a request: span, context, correlation id and the active-requests count.
 
@@ -346,7 +343,6 @@ class ServerTelemetry:
         the span's descriptive attributes and is called only for sampled spans.
         ``keep_fields`` leaves the correlation id bound after :meth:`Request.finish`, for a
         framework that logs after the middleware returned (in the request's own task).
-        ``trace_id``: a root trace id the caller already drew (0: drawn here if needed).
         """
         if method not in _KNOWN_METHODS:
             method = "_OTHER"
@@ -354,7 +350,7 @@ class ServerTelemetry:
         parent = propagate.extract(carrier) if carrier else None
         root_sampling = _spans.current
         if root_sampling is not None and parent is None and not self.current_context():
-            span = root_sampling.start(self.tracer, method, trace_id)  # no parent: a root span
+            span = root_sampling.start(self.tracer, method)  # no parent anywhere: a root span
         else:
             span = self.tracer.start_span(method, parent, kind=SpanKind.SERVER)
         if span.is_recording():

@@ -10,24 +10,13 @@ conventions itself instead of wrapping it.
 
 from __future__ import annotations
 
-import contextlib
 import weakref
 from collections.abc import Callable, Iterable
-from random import getrandbits
-from time import perf_counter
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.context.context import Context
-from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
-from opentelemetry.trace import DEFAULT_TRACE_STATE, NonRecordingSpan, SpanContext
-
-from appvitals import _durations, _spans
-from appvitals._context import _fields
 from appvitals._inline import tick
 from appvitals._safety import report_internal_error
 from appvitals.integrations._http_server import (
-    _KNOWN_METHODS,
     EndpointRequest,
     Request,
     ServerOptions,
@@ -44,10 +33,6 @@ if TYPE_CHECKING:
     WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _ROUTE_KEY = "appvitals.route"
-_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
-_NO_STATE = DEFAULT_TRACE_STATE
-_SPAN_KEY = _spans.SPAN_KEY or ""  # without it, ServerTelemetry.context_variable is None
-_new_tuple = tuple.__new__
 _ERROR_KEY = "appvitals.error"
 _instrumented: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
@@ -62,137 +47,39 @@ def _require_flask() -> Any:
 
 
 class _WSGIMiddleware:
-    """The WSGI side: one request's span, metrics and correlation id.
-
-    A request without a trace context whose root span the sampler drops — nine in ten at
-    the default ratio — takes a fast path written as one function: the span, the context,
-    the correlation id and the request-duration measurement without the calls the general
-    path makes through :class:`ServerTelemetry` and :class:`Request`. Between two requests
-    of a busy server, other code evicts appvitals' code and data from the CPU caches and
-    TLB, so a request pays for every function and object it touches; the same work as one
-    function cost ~90 µs against ~210 µs per ``/work`` request (``docs/benchmarks.md``).
-    Every other request (sampled, with a parent, with body sizes, or when the direct
-    histogram or the default context is not in use) takes the general path.
-    """
+    """The WSGI side: one request's span, metrics and correlation id."""
 
     def __init__(self, wsgi_app: WSGIApp, telemetry: ServerTelemetry) -> None:
         self.wsgi_app = wsgi_app
         self.telemetry = telemetry
-        # The fast path's context variable: None when it is off for this app.
-        self._variable = telemetry.context_variable if telemetry.request_size is None else None
 
-    # One function on purpose: each call it saved is a code object less to fetch per request.
-    def __call__(  # noqa: PLR0912, PLR0915
-        self, environ: dict[str, Any], start_response: StartResponse
-    ) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         telemetry = self.telemetry
         path = environ.get("PATH_INFO", "")
         if path in telemetry.excluded:
-            return self._own_endpoint(path, environ, start_response)
-        sampling, direct, variable = _spans.current, _durations.current, self._variable
-        if sampling is None or direct is None or variable is None or "HTTP_TRACEPARENT" in environ:
-            return self._call(environ, start_response, 0)
-        token = fields_token = None
-        try:
-            trace_id = getrandbits(128)
-            if not trace_id or trace_id & _LIMIT < sampling.bound or variable.get():
-                # Sampled, or a parent span in the context: the general path, same trace id.
-                return self._call(environ, start_response, trace_id)
-            incoming = None
-            for name in telemetry.correlation_environ_keys:
-                incoming = environ.get(name)
-                if incoming is not None:
-                    break
-            if incoming is None:  # new_correlation_id(), inline
-                cid = getrandbits(128).to_bytes(16, "big").hex()
-            else:
-                cid = telemetry.correlation_id(incoming)
-            method = environ.get("REQUEST_METHOD", "GET")
-            if method not in _KNOWN_METHODS:
-                method = "_OTHER"
-            scheme = environ.get("wsgi.url_scheme", "http")
-            span_id = getrandbits(64)
-            while not span_id:
-                span_id = getrandbits(64)
-            # RootSampling.start's dropped span; the context was empty, so it holds the span only.
-            span = NonRecordingSpan(
-                _new_tuple(
-                    SpanContext, (trace_id, span_id, False, sampling.dropped_flags, _NO_STATE, True)
-                )
-            )
-            token = variable.set(Context({_SPAN_KEY: span}))
-            fields_token = _fields.set(MappingProxyType({"correlation_id": cid}))
-            key = (method, scheme)
-            active = telemetry.active
-            active.add(key, 1)
-        except Exception as error:
-            report_internal_error("flask request start", error)
-            with contextlib.suppress(Exception):  # what was set before the error, unset
-                if fields_token is not None:
-                    _fields.reset(fields_token)
-                if token is not None:
-                    variable.reset(token)
-            return self.wsgi_app(environ, start_response)
-        seen: list[int] = []
-        recording_start_response = _recorder(environ, start_response, seen, telemetry, cid)
-        start = perf_counter()
-        try:
-            result = self.wsgi_app(environ, recording_start_response)
-        except BaseException as error:
-            request = Request(telemetry, span, token, fields_token, key, method, cid, start)
-            request.finish(500, environ.get(_ROUTE_KEY), error, _int(environ.get("CONTENT_LENGTH")))
-            raise
-        elapsed = perf_counter() - start
-        status = seen[0] if seen else 500
-        handled = environ.get(_ERROR_KEY)
-        if handled is not None or status >= 500:  # error.type and the general finish
-            request = Request(telemetry, span, token, fields_token, key, method, cid, start)
-            request.finish(status, environ.get(_ROUTE_KEY), handled, None)
-            return result
-        try:
-            attributes = {
-                "http.request.method": method,
-                "url.scheme": scheme,
-                "http.response.status_code": status,
-            }
-            route = environ.get(_ROUTE_KEY)
-            if route:
-                attributes["http.route"] = route
-            direct.record(elapsed, attributes)
-            active.add(key, -1)
-        except Exception as internal:
-            report_internal_error("http server request", internal)
-        try:
-            _fields.reset(fields_token)
-            variable.reset(token)
-        except Exception as internal:
-            report_internal_error("http server context", internal)
-        tick()  # export_mode auto/inline: the exports that are due, after the request's context
-        return result
-
-    def _own_endpoint(
-        self, path: str, environ: dict[str, Any], start_response: StartResponse
-    ) -> Iterable[bytes]:
-        """An excluded path: appvitals' own endpoint, or the application untraced."""
-        endpoint = self.telemetry.endpoints.get(path)
-        tick()  # probes and scrapes run inline exports too, when an idle app gets no other
-        if endpoint is None or not serves(endpoint, environ.get("REQUEST_METHOD")):
-            return self.wsgi_app(environ, start_response)
-        status, headers, body = endpoint_response(endpoint, _endpoint_request(environ))
-        start_response(f"{status} {'OK' if status < 400 else 'Error'}", headers)
-        return [body]
-
-    def _call(
-        self, environ: dict[str, Any], start_response: StartResponse, trace_id: int
-    ) -> Iterable[bytes]:
-        """The general path: through :meth:`ServerTelemetry.start` and :class:`Request`."""
-        request = self._start(environ, trace_id)
+            endpoint = telemetry.endpoints.get(path)
+            tick()  # probes and scrapes run inline exports too, when an idle app gets no other
+            if endpoint is None or not serves(endpoint, environ.get("REQUEST_METHOD")):
+                return self.wsgi_app(environ, start_response)
+            status, headers, body = endpoint_response(endpoint, _endpoint_request(environ))
+            start_response(f"{status} {'OK' if status < 400 else 'Error'}", headers)
+            return [body]
+        request = self._start(environ)
         if request is None:
             return self.wsgi_app(environ, start_response)
+        cid_header = telemetry.options.correlation_response_header
+        cid = request.correlation_id
         seen: list[int] = []
-        recording_start_response = _recorder(
-            environ, start_response, seen, self.telemetry, request.correlation_id
-        )
+
+        def recording_start_response(status: str, headers: list[Any], *args: Any) -> Any:
+            try:
+                seen.append(int(status[:3]))
+                headers.append((cid_header, cid))
+                _remember_route(environ)  # Flask answers inside the request context
+            except Exception as error:
+                report_internal_error("flask start_response", error)
+            return start_response(status, headers, *args)
+
         try:
             result = self.wsgi_app(environ, recording_start_response)
         except BaseException as error:
@@ -206,7 +93,7 @@ class _WSGIMiddleware:
         )
         return result
 
-    def _start(self, environ: dict[str, Any], trace_id: int) -> Request | None:
+    def _start(self, environ: dict[str, Any]) -> Request | None:
         telemetry = self.telemetry
         try:
             incoming = None
@@ -234,33 +121,10 @@ class _WSGIMiddleware:
                     environ.get("REMOTE_ADDR"),
                     environ.get("SERVER_PROTOCOL"),
                 ),
-                trace_id=trace_id,
             )
         except Exception as error:
             report_internal_error("flask request start", error)
             return None
-
-
-def _recorder(
-    environ: dict[str, Any],
-    start_response: StartResponse,
-    seen: list[int],
-    telemetry: ServerTelemetry,
-    cid: str,
-) -> StartResponse:
-    """The ``start_response`` Flask calls: notes the status and route, adds the id header."""
-    cid_header = telemetry.options.correlation_response_header
-
-    def recording_start_response(status: str, headers: list[Any], *args: Any) -> Any:
-        try:
-            seen.append(int(status[:3]))
-            headers.append((cid_header, cid))
-            _remember_route(environ)  # Flask answers inside the request context
-        except Exception as error:
-            report_internal_error("flask start_response", error)
-        return start_response(status, headers, *args)
-
-    return recording_start_response
 
 
 def _int(value: Any) -> int | None:
