@@ -612,6 +612,22 @@ def ready(server: Server, sink: Sink, attempts: int = 3) -> Server:
     return server
 
 
+def start_servers(framework: str, labels: list[str], sink: Sink) -> dict[str, Server]:
+    """One answering server per label (``bare-again`` runs bare); none left if one fails."""
+    servers: dict[str, Server] = {}
+    try:
+        for label in labels:
+            config = "bare" if label == NOISE else label
+            servers[label] = Server(framework, config, sink.url, sink.upstream, label)
+        for label in labels:
+            servers[label] = ready(servers[label], sink)
+    except BaseException:
+        for server in servers.values():
+            server.stop()
+        raise
+    return servers
+
+
 def run_framework(
     framework: str, configs: list[str], args: argparse.Namespace, sink: Sink, results: Results
 ) -> dict[str, dict[str, int]]:
@@ -629,13 +645,8 @@ def run_framework(
     before: dict[str, int] | None = None
     sink_pids = sink.pids()  # the sink never forks: read its process tree once
     for round_ in range(args.rounds):
-        servers: dict[str, Server] = {}
+        servers = start_servers(framework, labels, sink)
         try:
-            for label in labels:
-                config = "bare" if label == NOISE else label
-                servers[label] = Server(framework, config, sink.url, sink.upstream, label)
-            for label in labels:
-                servers[label] = ready(servers[label], sink)
             if before is None:
                 before = sink.received()
             shift = round_ % len(labels)  # no configuration always first or after another

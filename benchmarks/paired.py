@@ -46,7 +46,7 @@ from load import (  # noqa: E402 - benchmarks/ is not a package
     cpu_seconds,
     log,
     machine,
-    ready,
+    start_servers,
     versions,
 )
 
@@ -118,13 +118,8 @@ def run_framework(
     costs: dict[str, list[float]] = {label: [] for label in labels}
     started = time.monotonic()
     for round_ in range(args.rounds):
-        servers: dict[str, Server] = {}
+        servers = start_servers(framework, labels, sink)
         try:
-            for label in labels:
-                config = "bare" if label == NOISE else label
-                servers[label] = Server(framework, config, sink.url, sink.upstream, label)
-            for label in labels:
-                servers[label] = ready(servers[label], sink)
             pids = {label: server.pids() for label, server in servers.items()}
             cycles(servers, args.path, args.warmup, pids)
             measured = cycles(servers, args.path, args.cycles, pids)

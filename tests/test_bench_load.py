@@ -6,31 +6,17 @@ what it computes from its samples is checked here.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-LOAD = Path(__file__).resolve().parent.parent / "benchmarks" / "load.py"
+from bench_modules import load_benchmark
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("appvitals_bench_load", LOAD)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-load = _load()
+load = load_benchmark("load.py", "appvitals_bench_load")
 
 
 def sample(round_: int, cpu_us: float, rps: float = 100.0) -> dict[str, Any]:

@@ -6,32 +6,15 @@ readings, and that one short run against real servers produces its table, is che
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+from bench_modules import load_benchmark
 
-
-def _load() -> ModuleType:
-    sys.path.insert(0, str(BENCHMARKS))  # paired.py imports load.py beside it
-    spec = importlib.util.spec_from_file_location(
-        "appvitals_bench_paired", BENCHMARKS / "paired.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-paired = _load()
+paired = load_benchmark("paired.py", "appvitals_bench_paired")
 
 
 def test_the_extra_is_the_mean_of_the_per_cycle_differences() -> None:
