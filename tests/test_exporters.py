@@ -285,3 +285,34 @@ def test_a_missing_exporter_package_fails_at_export_not_at_configure(
     exporter = build_exporter(config, "traces")
     caplog.set_level(logging.CRITICAL)
     assert exporter.export([]) == SpanExportResult.FAILURE
+
+
+CLIENT_IMPORT = """
+import sys
+{before}
+import appvitals
+assert "appvitals.http._instrument" not in sys.modules
+appvitals.configure(service_name="imports", exporter="none")
+print("appvitals.http._instrument" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("before", "expected"), [("import httpx", "True"), ("", "False")])
+def test_client_instrumentation_is_imported_at_configure_when_httpx_is(
+    before: str, expected: str
+) -> None:
+    """configure() imports appvitals.http._instrument early, but only for an httpx user.
+
+    instrument_client() imported it on its first call, typically after the application had
+    built its database; its objects then sat among the application's buffers and cost a
+    SQLite request 80-115 µs (docs/benchmarks.md).
+    """
+    completed = subprocess.run(
+        [sys.executable, "-c", CLIENT_IMPORT.format(before=before)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == expected

@@ -8,7 +8,9 @@ the application already installed its own, which appvitals then uses as it is.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
+import importlib
 import logging
 import math
 import os
@@ -171,6 +173,7 @@ def _configure(arguments: dict[str, Any], extras: Optional[Extras] = None) -> Co
                 _install(state)
             except Exception as error:
                 _safety.report_internal_error("configure", error)
+            _import_client_instrumentation()
         _state = state
         _register_process_hooks()
         return config
@@ -187,6 +190,21 @@ def _resolve_leniently(arguments: dict[str, Any]) -> Config:
         except (TypeError, ValueError) as error:
             _logger.warning("appvitals: invalid configure() arguments (%s); using defaults", error)
             return resolve({})
+
+
+def _import_client_instrumentation() -> None:
+    """Import what ``appvitals.http.instrument_client()`` needs, if the app uses httpx.
+
+    An application typically calls ``instrument_client()`` after it opened its database
+    and built its clients; the module it imports on its first call then allocated its
+    objects among the application's buffers, and on the benchmark's ``/work`` (SQLite and
+    JSON, which grow buffers with ``realloc``) that cost 80 to 115 µs per request for a
+    client the request never used (``docs/benchmarks.md``). ``configure()`` usually runs
+    earlier. Only when httpx is already imported: an application without it pays nothing.
+    """
+    if "httpx" in sys.modules:
+        with contextlib.suppress(Exception):  # instrument_client() reports it, if called
+            importlib.import_module("appvitals.http._instrument")
 
 
 def _install(state: _State) -> None:
