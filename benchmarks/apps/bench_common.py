@@ -45,7 +45,7 @@ APPVITALS_CONFIGS = (
     "appvitals0",
 )
 # The configurations whose apps appvitals instruments (the integration and the httpx client).
-INSTRUMENTED_CONFIGS = ("appvitals", "appvitals100", "appvitals-background", "appvitals0")
+INSTRUMENTED_CONFIGS = tuple(name for name in APPVITALS_CONFIGS if name != "appvitals-idle")
 
 CONFIG = os.environ.get("BENCH_CONFIG", "bare")
 if CONFIG not in KNOWN_CONFIGS:
