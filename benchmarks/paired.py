@@ -19,6 +19,13 @@ not a median: a request that runs an export is part of the cost — with a 95 % 
 from its standard error; servers are restarted every round, so no configuration keeps one
 process's lucky or unlucky memory layout.
 
+That interval covers the requests, not the processes: two processes of the same app differ
+by up to ±1 % for as long as they live (heap and address layout, hash seed), and every
+request of a round shares its processes' draw. So each round's extra (its mean difference,
+as a share of its bare mean) is one sample of the processes too, and the ``rounds`` column
+gives their mean with a 95 % Student-t interval over rounds: the one to read against a
+budget. It needs many rounds more than many cycles, hence the defaults (12 rounds of 150 cycles).
+
 One request at a time is a server at moderate load: between two of its requests the other
 servers' requests run on the same core and evict its caches, alike for every
 configuration. ``load.py`` (servers saturated by wrk) remains the throughput view.
@@ -53,6 +60,12 @@ from load import (  # noqa: E402 - benchmarks/ is not a package
 FRAMEWORKS = ("flask", "fastapi")
 DEFAULT_CONFIGS = ("bare", "appvitals", "otel")
 Z95 = 1.96
+# Two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom (beyond: Z95).
+T95 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
 
 
 def request(port: int, path: str) -> int:
@@ -111,11 +124,24 @@ def paired(bare: list[float], other: list[float]) -> dict[str, float]:
     }
 
 
+def over_rounds(extras_pct: list[float]) -> tuple[float, float]:
+    """Mean of the per-round extras (per cent) and its 95 % t interval (nan for one round)."""
+    mean = statistics.fmean(extras_pct)
+    count = len(extras_pct)
+    if count < 2:
+        return mean, math.nan
+    t = T95[count - 2] if count - 2 < len(T95) else Z95
+    return mean, t * statistics.stdev(extras_pct) / math.sqrt(count)
+
+
 def run_framework(
     framework: str, labels: list[str], args: argparse.Namespace, sink: Sink
-) -> dict[str, list[float]]:
-    """Every round: new servers, a warm-up, then ``args.cycles`` measured cycles."""
-    costs: dict[str, list[float]] = {label: [] for label in labels}
+) -> dict[str, list[list[float]]]:
+    """Every round: new servers, a warm-up, then ``args.cycles`` measured cycles.
+
+    The costs come back per configuration and round (a list of the round's requests each).
+    """
+    costs: dict[str, list[list[float]]] = {label: [] for label in labels}
     started = time.monotonic()
     for round_ in range(args.rounds):
         servers = start_servers(framework, labels, sink)
@@ -127,7 +153,7 @@ def run_framework(
             for server in servers.values():
                 server.stop()
         for label, values in measured.items():
-            costs[label].extend(values)
+            costs[label].append(values)
         bare = statistics.fmean(measured["bare"]) * 1e6
         log(
             f"[{time.monotonic() - started:5.0f} s] {framework:<7} round {round_ + 1}/"
@@ -141,16 +167,23 @@ def run_framework(
     return costs
 
 
-def table(framework: str, costs: dict[str, list[float]]) -> list[str]:
+def table(framework: str, costs: dict[str, list[list[float]]]) -> list[str]:
+    """One line per configuration but bare; ``costs`` holds each round's requests."""
     lines = []
-    for label, values in costs.items():
+    bare_rounds = costs["bare"]
+    bare = [value for round_ in bare_rounds for value in round_]
+    for label, rounds in costs.items():
         if label == "bare":
             continue
-        row = paired(costs["bare"], values)
+        row = paired(bare, [value for round_ in rounds for value in round_])
+        mean, half = over_rounds(
+            [paired(b, o)["extra_pct"] for b, o in zip(bare_rounds, rounds, strict=True)]
+        )
         lines.append(
             f"{framework:<8} {label:<22} {row['n']:>6} {row['bare_us']:>8.0f} "
             f"{row['config_us']:>8.0f} {row['extra_us']:>+8.1f} ±{row['ci_us']:<6.1f} "
-            f"{row['extra_pct']:>+6.2f} % ±{row['ci_pct']:.2f} {row['median_extra_us']:>+9.1f}"
+            f"{row['extra_pct']:>+6.2f} % ±{row['ci_pct']:.2f} {row['median_extra_us']:>+9.1f} "
+            f"{mean:>+7.2f} % " + ("±-" if math.isnan(half) else f"±{half:.2f}")
         )
     return lines
 
@@ -160,10 +193,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated")
     parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help="comma-separated")
     parser.add_argument("--path", default="/work", help="the endpoint measured (/work)")
-    parser.add_argument("--rounds", type=int, default=4, help="new servers per round (4)")
-    parser.add_argument("--cycles", type=int, default=500, help="measured cycles per round")
-    parser.add_argument("--warmup", type=int, default=100, help="unmeasured cycles first")
-    parser.add_argument("--json", type=Path, help="also write every request's CPU time here")
+    parser.add_argument("--rounds", type=int, default=12, help="new servers per round (12)")
+    parser.add_argument("--cycles", type=int, default=150, help="measured cycles per round")
+    parser.add_argument("--warmup", type=int, default=60, help="unmeasured cycles first")
+    parser.add_argument(
+        "--json", type=Path, help="also write every request's CPU time (per round) here"
+    )
     args = parser.parse_args(argv)
     args.frameworks = [name for name in args.frameworks.split(",") if name]
     args.configs = [name for name in args.configs.split(",") if name]
@@ -190,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     requests = args.rounds * (args.warmup + args.cycles) * len(labels)
     estimate = len(args.frameworks) * (requests * 0.02 + args.rounds * 10)
     sink = Sink(max_seconds=2 * estimate + 600)
-    results: dict[str, dict[str, list[float]]] = {}
+    results: dict[str, dict[str, list[list[float]]]] = {}
     try:
         for framework in args.frameworks:
             results[framework] = run_framework(framework, labels, args, sink)
@@ -210,14 +245,16 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "columns: n = paired requests; CPU µs per request, mean over them; extra = mean of "
         "the per-cycle differences to bare, ± its 95 % interval; median = median of the "
-        f"differences (exports left out); {NOISE} = a second bare server, the noise floor"
+        f"differences (exports left out); rounds = mean of each round's extra %, ± its 95 % "
+        f"t interval over rounds (new processes each); {NOISE} = a second bare server, "
+        "the noise floor"
     )
     print()
     print(
         f"{'framework':<8} {'config':<22} {'n':>6} {'bare µs':>8} {'µs':>8} "
-        f"{'extra µs':>15} {'extra CPU':>16} {'median µs':>9}"
+        f"{'extra µs':>15} {'extra CPU':>16} {'median µs':>9} {'rounds':>16}"
     )
-    print("-" * 92)
+    print("-" * 109)
     for framework, costs in results.items():
         print("\n".join(table(framework, costs)))
     if args.json:

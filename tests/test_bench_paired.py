@@ -29,6 +29,35 @@ def test_the_extra_is_the_mean_of_the_per_cycle_differences() -> None:
     assert row["ci_pct"] == pytest.approx(100 * row["ci_us"] * 1e-6 / 0.002)
 
 
+def test_the_rounds_column_is_a_t_interval_over_the_rounds_extras() -> None:
+    """Each round is one draw of process layouts: its extra % is one sample."""
+    mean, half = paired.over_rounds([1.0, 2.0, 3.0])
+    assert mean == pytest.approx(2.0)
+    assert half == pytest.approx(4.303 * 1.0 / math.sqrt(3))  # t(0.975, 2 df) * stdev / sqrt(n)
+    assert math.isnan(paired.over_rounds([1.5])[1])
+    # Past the table, the normal quantile.
+    assert paired.over_rounds([1.0, 3.0] * 20)[1] == pytest.approx(
+        1.96 * paired.statistics.stdev([1.0, 3.0] * 20) / math.sqrt(40)
+    )
+
+
+def test_the_table_pools_requests_and_keeps_rounds_apart() -> None:
+    """Two rounds of +10 % and +30 %: the pooled extra and the rounds' mean both say +20 %."""
+    costs = {
+        "bare": [[0.001, 0.001], [0.001, 0.001]],
+        "appvitals": [[0.0011, 0.0011], [0.0013, 0.0013]],
+    }
+    (line,) = paired.table("flask", costs)
+    fields = line.split()
+    assert fields[:3] == ["flask", "appvitals", "4"]
+    assert fields[7] == "+20.00"  # pooled over every request
+    assert fields[-3:] == [
+        "+20.00",
+        "%",
+        f"±{12.706 * paired.statistics.stdev([10, 30]) / math.sqrt(2):.2f}",
+    ]
+
+
 def test_a_request_costs_the_difference_of_the_readings_around_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
