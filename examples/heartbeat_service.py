@@ -45,6 +45,9 @@ class Store:
     """Last heartbeat per application, in SQLite, behind a fixed-size connection pool."""
 
     def __init__(self, uri: str) -> None:
+        # SQLite's shared in-memory cache answers "database table is locked" at once instead
+        # of waiting when two connections meet, so statements take turns.
+        self.lock = threading.Lock()
         self.pool: queue.Queue[sqlite3.Connection] = queue.Queue()
         for _ in range(POOL_SIZE):
             self.pool.put(sqlite3.connect(uri, uri=True, check_same_thread=False))
@@ -54,7 +57,7 @@ class Store:
         operation = sql.split(maxsplit=1)[0].upper()
         connection = self.pool.get(timeout=5)
         try:
-            with appvitals.span("database.query", **{"db.operation.name": operation}):
+            with appvitals.span("database.query", **{"db.operation.name": operation}), self.lock:
                 rows = connection.execute(sql, args).fetchall()
                 connection.commit()
                 return rows
@@ -128,7 +131,10 @@ def checker(stop: threading.Event, interval: float) -> None:
     checker_alive.set()
     try:
         while not stop.wait(interval):
-            check_once()
+            try:
+                check_once()
+            except Exception:  # noqa: PERF203 - a failed check must not stop the checker
+                log.exception("overdue check failed")  # logged; the next turn checks again
     finally:
         checker_alive.clear()
 
