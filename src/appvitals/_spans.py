@@ -39,6 +39,8 @@ _LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
 _INTERNAL_METRICS = "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"
 _NO_STATE = trace.DEFAULT_TRACE_STATE
 _new_tuple = tuple.__new__
+# The logger of ``opentelemetry.context.detach``, so that both detach paths report alike.
+_context_logger = logging.getLogger(otel_context.__name__)
 
 
 class PresetIdGenerator(RandomIdGenerator):
@@ -169,7 +171,3 @@ def context_functions() -> tuple[GetCurrent, Attach, Detach]:
             _context_logger.exception("Failed to detach context")
 
     return get, attach, detach
-
-
-# The logger and message of ``opentelemetry.context.detach``, so that both paths report alike.
-_context_logger = logging.getLogger(otel_context.__name__)
